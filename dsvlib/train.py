@@ -92,7 +92,7 @@ def fit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, config: F
             loss.backward()
             opt.step()
             sched.step()
-            run += float(loss) * len(idx)
+            run += float(loss.detach()) * len(idx)
         if on_epoch is not None:
             on_epoch(epoch, run / n)
     model.eval()

@@ -1,0 +1,210 @@
+"""Command line: ``dsv info | synthesize | distill | rank``.
+
+Progress goes to the terminal through the library's callbacks (the core never prints).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .io import ModelFileError, load_card, load_model
+
+
+class _Bar:
+    """A one-line terminal progress bar (stderr)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.t0 = max(1, total), label, time.perf_counter()
+
+    def update(self, done: int, extra: str = "") -> None:
+        frac = min(1.0, done / self.total)
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{self.total} {time.perf_counter() - self.t0:5.1f}s {extra}   ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+
+
+def _load(model: str) -> tuple[Any, Any]:
+    try:
+        return load_model(model)
+    except ModelFileError as e:
+        raise SystemExit(f"dsv: error: {e}") from None
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    model, spec = _load(args.model)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model:        {args.model}")
+    print(f"architecture: {spec.arch} {spec.arch_kwargs}")
+    print(f"parameters:   {n_params:,}")
+    print(f"input:        {spec.in_channels} x {spec.image_size[0]} x {spec.image_size[1]}, pixels in [0, 1]")
+    print(f"normalise:    mean {list(spec.mean)}, std {list(spec.std)}")
+    print(f"classes:      {spec.num_classes}: {', '.join(spec.class_names)}")
+    card = load_card(args.model)
+    if card is not None:
+        print("model card:")
+        print(json.dumps(card, indent=2))
+    return 0
+
+
+def _grid(images: torch.Tensor, path: Path, nrow: int) -> None:
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    rows = (n + nrow - 1) // nrow
+    canvas = torch.ones(c, rows * (h + 2), nrow * (w + 2))
+    for i, im in enumerate(images):
+        r, q = divmod(i, nrow)
+        canvas[:, r * (h + 2) + 1: r * (h + 2) + 1 + h, q * (w + 2) + 1: q * (w + 2) + 1 + w] = im
+    arr = (canvas.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(arr[..., 0] if c == 1 else arr).resize((arr.shape[1] * 3, arr.shape[0] * 3), Image.NEAREST).save(path)
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .synthesize import default_config, synthesize
+
+    model, spec = _load(args.model)
+    classes = args.classes if args.classes else list(range(spec.num_classes))
+    for c in classes:
+        if not 0 <= c < spec.num_classes:
+            raise SystemExit(f"dsv: error: --classes must be in 0..{spec.num_classes - 1}, got {c}")
+    targets = torch.tensor(classes).repeat_interleave(args.per_class)
+    cfg = default_config("digits" if spec.in_channels == 1 else "natural")
+    if args.steps:
+        cfg = replace(cfg, steps=args.steps)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("dsv: error: --device cuda requested but CUDA is not available")
+    bar = _Bar(cfg.steps, "synthesize")
+
+    def cb(info) -> None:
+        bar.update(info.step + 1, f"cos {info.cosine:.3f} kept {info.kept}")
+
+    res = synthesize(model, targets, cfg, seed=args.seed, device=args.device, callback=cb)
+    bar.close()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "images.npz", images=res.images.numpy().astype(np.float32), labels=res.labels.numpy(),
+             lambdas=res.lambdas.numpy(), kept=res.kept.numpy())
+    _grid(res.images, out / "grid.png", nrow=args.per_class)
+    (out / "history.json").write_text(json.dumps(res.history))
+    with torch.no_grad():
+        probs = torch.softmax(model(res.images), 1)
+    metrics = {
+        "model": args.model, "seconds": round(res.seconds, 2), "steps_run": res.steps_run, "seed": args.seed,
+        "n": len(targets), "kept": int(res.kept.sum()),
+        "primal_feasible": float((probs.argmax(1) == res.labels).float().mean()),
+        "mean_entropy": float(-(probs * probs.clamp_min(1e-12).log()).sum(1).mean()),
+        "trust": res.trust, "class_names": list(spec.class_names),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"wrote {out}/images.npz, grid.png, history.json, metrics.json ({res.seconds:.1f} s)")
+    print(f"primal feasible: {100 * metrics['primal_feasible']:.0f} %   kept: {metrics['kept']}/{metrics['n']}")
+    print(f"trust: {res.trust['reading']}")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .evaluate import distill
+
+    dsv = Path(args.dsv)
+    metrics = json.loads((dsv / "metrics.json").read_text())
+    arr = np.load(dsv / "images.npz")
+    images, labels = torch.from_numpy(arr["images"]), torch.from_numpy(arr["labels"]).long()
+    model, spec = _load(args.model or metrics["model"])
+    test_name = args.test or {1: "mnist:test", 3: "shortcut:test"}.get(spec.in_channels)
+    test = load_dataset(test_name)
+    seeds = tuple(range(args.seeds))
+    res: dict[str, Any] = {"test": test_name, "n_images": len(images), "seeds": list(seeds)}
+    bar = _Bar(len(seeds) * 2, "distill")
+    done = [0]
+
+    def tick(_s: int, _a: float) -> None:
+        done[0] += 1
+        bar.update(done[0])
+
+    hard = distill(images, labels, spec, test, seeds=seeds, on_run=tick)
+    with torch.no_grad():
+        soft_t = torch.softmax(model(images), 1)
+    soft = distill(images, soft_t, spec, test, seeds=seeds, on_run=tick)
+    bar.close()
+    res["hard_labels"] = {"mean": hard.mean, "std": hard.std, "runs": hard.runs}
+    res["teacher_soft_labels"] = {"mean": soft.mean, "std": soft.std, "runs": soft.runs}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distill.json").write_text(json.dumps(res, indent=2))
+    print(f"student trained on {len(images)} DSVs: {hard} (hard labels), {soft} (teacher soft labels) on {test_name}")
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .select import fit_lambdas, write_rank_outputs
+
+    model, spec = _load(args.model)
+    data = load_dataset(args.data, channels=spec.in_channels, image_size=spec.image_size,
+                        class_names=spec.class_names) if not args.data.count(":") == 1 else load_dataset(args.data)
+    if args.limit:
+        data = data.subset(torch.arange(min(args.limit, len(data))))
+    bar = _Bar(args.steps, "rank")
+
+    def cb(info: Any) -> None:
+        bar.update(getattr(info, "step", 0) + 1)
+
+    res = fit_lambdas(model, data.images, data.labels, steps=args.steps, callback=cb)
+    bar.close()
+    write_rank_outputs(res, data, args.out)
+    print(f"wrote {args.out}/lambdas.csv and the top/bottom grid")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dsv", description="Deep Support Vectors: look inside an image classifier.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("info", help="print a model's spec and, for a default model, its card")
+    p.add_argument("model", help="a .safetensors path or a default model name")
+    p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("synthesize", help="synthesise DSVs from noise with DeepKKT")
+    p.add_argument("--model", required=True)
+    p.add_argument("--per-class", type=int, default=10)
+    p.add_argument("--classes", type=int, nargs="*", default=None)
+    p.add_argument("--steps", type=int, default=0, help="0 = the default for the data kind")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: where the model is, cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_synthesize)
+    p = sub.add_parser("distill", help="retrain a fresh model on DSVs and report test accuracy")
+    p.add_argument("--dsv", required=True, help="folder written by dsv synthesize")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default=None, help="teacher (default: the one in metrics.json)")
+    p.add_argument("--test", default=None, help="bundled test split (default: by the model's input)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.set_defaults(fn=cmd_distill)
+    p = sub.add_parser("rank", help="fit Lagrange multipliers on real data and rank samples (selection)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="a bundled split (mnist:train ...) or an ImageFolder path/zip")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--limit", type=int, default=0, help="use only the first N samples")
+    p.set_defaults(fn=cmd_rank)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""The DeepKKT engine on tiny seeded models (fast), plus one check on the shipped MNIST model."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from dsvlib.augment import Augment
+from dsvlib.kkt import flat_cosine, select_params, stationarity_distance, weighted_grad
+from dsvlib.models import ModelSpec, build_classifier
+from dsvlib.synthesize import SynthConfig, default_config, soft_targets, synthesize
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def tiny_model(seed: int = 0, arch: str = "convnet") -> nn.Module:
+    torch.manual_seed(seed)
+    kw = {"width": 8, "depth": 2, "norm": "instance"} if arch == "convnet" else {"hidden": [16]}
+    spec = ModelSpec(arch=arch, num_classes=3, in_channels=1, image_size=(8, 8), mean=(0.5,), std=(0.5,),
+                     arch_kwargs=kw)
+    return build_classifier(spec)
+
+
+def snapshot(model: nn.Module) -> dict:
+    return {
+        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "flags": [p.requires_grad for p in model.parameters()],
+        "training": [m.training for m in model.modules()],
+        "hooks": sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules()),
+        "grads": [p.grad for p in model.parameters()],
+    }
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a["params"].keys() == b["params"].keys()
+    for k in a["params"]:
+        assert torch.equal(a["params"][k], b["params"][k]), k
+    assert a["flags"] == b["flags"]
+    assert a["training"] == b["training"]
+    assert a["hooks"] == b["hooks"]
+    assert all(g is None for g in b["grads"])
+
+
+FAST = SynthConfig(steps=15, lr=0.05, augment=Augment(translate=0.1, crop=0.1, cutout=0.1, noise=0.01), tv=0.1,
+                   history_every=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_shapes_range_and_history(device: str) -> None:
+    model = tiny_model().to(device)
+    targets = torch.tensor([0, 1, 2, 0])
+    res = synthesize(model, targets, FAST, seed=1)
+    assert res.images.shape == (4, 1, 8, 8) and res.images.dtype == torch.float32
+    assert res.images.device.type == "cpu"
+    assert 0.0 <= float(res.images.min()) and float(res.images.max()) <= 1.0
+    assert res.lambdas.shape == (4,) and res.kept.shape == (4,)
+    h = res.history
+    assert len(h["step"]) == FAST.steps and len(h["entropy"][0]) == 4 and len(h["target_prob"][-1]) == 4
+    assert all(-1.0 <= c <= 1.0 for c in h["cosine"])
+    assert res.trust["best_cosine"] == pytest.approx(max(h["cosine"]), abs=1e-6)
+    assert isinstance(res.trust["reading"], str) and res.trust["reading"]
+
+
+def test_seeded_runs_reproduce_exactly_and_seeds_differ() -> None:
+    model = tiny_model()
+    t = torch.tensor([0, 1, 2])
+    a = synthesize(model, t, FAST, seed=3)
+    b = synthesize(model, t, FAST, seed=3)
+    c = synthesize(model, t, FAST, seed=4)
+    assert torch.equal(a.images, b.images) and torch.equal(a.lambdas, b.lambdas)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_model_left_exactly_as_found_even_in_train_mode_with_frozen_params() -> None:
+    model = tiny_model()
+    model.train()
+    for p in list(model.parameters())[:2]:
+        p.requires_grad_(False)
+    before = snapshot(model)
+    synthesize(model, torch.tensor([0, 1]), FAST)
+    assert_same(before, snapshot(model))
+
+
+def test_model_restored_after_callback_raises() -> None:
+    model = tiny_model()
+    before = snapshot(model)
+
+    def boom(info):
+        raise RuntimeError("user callback failed")
+
+    with pytest.raises(RuntimeError, match="user callback failed"):
+        synthesize(model, torch.tensor([0, 1]), FAST, callback=boom)
+    assert_same(before, snapshot(model))
+
+
+def test_callback_sees_every_step_and_can_stop() -> None:
+    seen = []
+
+    def cb(info):
+        seen.append(info.step)
+        assert info.images().shape == (2, 1, 8, 8)
+        return info.step == 4
+
+    res = synthesize(tiny_model(), torch.tensor([0, 1]), FAST, callback=cb)
+    assert seen == [0, 1, 2, 3, 4] and res.steps_run == 5
+
+
+@pytest.mark.parametrize("distance", ["cos", "l1", "l2"])
+def test_stationarity_loss_falls(distance: str) -> None:
+    cfg = replace(FAST, steps=60, stationarity=distance, augment=None, tv=0.0, primal_weight=0.0, lr=0.05)
+    res = synthesize(tiny_model(), torch.tensor([0, 1, 2, 0, 1, 2]), cfg)
+    s = res.history["stationarity"]
+    assert s[-1] < s[0]
+    assert res.history["cosine"][-1] > res.history["cosine"][0]
+
+
+def test_primal_only_makes_candidates_feasible() -> None:
+    cfg = replace(FAST, steps=60, stationarity="none", augment=None, lr=0.1)
+    model = tiny_model()
+    t = torch.tensor([0, 1, 2, 2])
+    res = synthesize(model, t, cfg)
+    with torch.no_grad():
+        pred = model(res.images).argmax(1)
+    assert torch.equal(pred, t)
+    assert res.trust["best_cosine"] is None
+
+
+def test_partial_parameters_last_layer() -> None:
+    model = tiny_model()
+    names = [n for n, _ in select_params(model, "last")]
+    assert names == ["net.classifier.weight", "net.classifier.bias"]
+    res = synthesize(model, torch.tensor([0, 1, 2]), replace(FAST, params="last"))
+    assert res.trust["best_cosine"] is not None
+
+
+def test_soft_targets_mix_two_classes() -> None:
+    y = soft_targets(0, 2, [0.0, 0.5, 1.0], 3)
+    assert torch.allclose(y, torch.tensor([[1.0, 0, 0], [0.5, 0, 0.5], [0, 0, 1.0]]))
+    cfg = replace(FAST, steps=80, augment=None, lr=0.1)
+    model = tiny_model()
+    res = synthesize(model, y, cfg)
+    with torch.no_grad():
+        p = torch.softmax(model(res.images), 1)
+    # the 50/50 candidate sits between the two pure ones in p(class 2)
+    assert p[0, 2] < p[1, 2] < p[2, 2]
+    assert torch.equal(res.labels, torch.tensor([0, 0, 2])) or torch.equal(res.labels, torch.tensor([0, 2, 2]))
+
+
+def test_dual_feasibility_invariant() -> None:
+    # a large lambda step makes some multipliers cross zero; those candidates must be dropped
+    cfg = replace(FAST, steps=40, lr_lambda=2.0, lambda_init=0.05, augment=None)
+    res = synthesize(tiny_model(), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), cfg)
+    assert (res.lambdas >= 0).all()
+    dropped = {int(k) for k in res.trust["dropped"]}
+    assert dropped == set(torch.nonzero(~res.kept).flatten().tolist())
+    assert all(res.lambdas[i] == 0 for i in dropped)
+    assert res.history["kept"][-1] == int(res.kept.sum())
+
+
+def test_init_from_images_is_used() -> None:
+    torch.manual_seed(0)
+    init = torch.rand(2, 1, 8, 8)
+    cfg = replace(FAST, steps=1, lr=1e-4)
+    res = synthesize(tiny_model(), torch.tensor([0, 1]), cfg, init=init)
+    assert (res.images - init).abs().max() < 1e-3
+
+
+def test_low_resolution_parameterisation_shape() -> None:
+    res = synthesize(tiny_model(), torch.tensor([0, 1]), replace(FAST, resolution=2))
+    assert res.images.shape == (2, 1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"targets": torch.tensor([0, 5])}, "class indices"),
+        ({"targets": torch.tensor([[0.5, 0.6, 0.0]])}, "summing to 1"),
+        ({"targets": torch.tensor([0, 1]), "init": torch.rand(2, 1, 4, 4)}, "init must have shape"),
+        ({"targets": torch.tensor([0, 1]), "init": torch.full((2, 1, 8, 8), float("nan"))}, "NaN"),
+    ],
+)
+def test_bad_input_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        synthesize(tiny_model(), config=FAST, **kwargs)
+
+
+def test_bad_config_errors() -> None:
+    with pytest.raises(ValueError, match="stationarity"):
+        SynthConfig(stationarity="l3")
+    with pytest.raises(ValueError, match="tv"):
+        SynthConfig(tv=float("nan"))
+    with pytest.raises(ValueError, match="kind"):
+        default_config("audio")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised when CUDA is absent")
+def test_cuda_requested_without_cuda() -> None:
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        synthesize(tiny_model(), torch.tensor([0]), FAST, device="cuda")
+
+
+def test_double_backward_gradient_matches_finite_differences() -> None:
+    """d/dx of the stationarity distance, through the create_graph backward, vs central differences."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    params = [p for p in model.parameters()]
+    theta = [p.detach() for p in params]
+    x = torch.rand(4, 1, 2, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 1])
+    lam = torch.tensor([0.5, 1.0, 2.0, 0.3], dtype=torch.float64)
+
+    def f(xx: torch.Tensor) -> torch.Tensor:
+        g, _, _ = weighted_grad(model, params, xx, y, lam, create_graph=True)
+        return stationarity_distance(theta, g, "cos")
+
+    (gx,) = torch.autograd.grad(f(x), [x])
+    eps = 1e-6
+    num = torch.zeros_like(x)
+    x0 = x.detach()
+    for i in range(x.numel()):
+        d = torch.zeros_like(x0).view(-1)
+        d[i] = eps
+        d = d.view_as(x0)
+        num.view(-1)[i] = float(f(x0 + d) - f(x0 - d)) / (2 * eps)
+    assert torch.allclose(gx, num, atol=1e-6, rtol=1e-4)
+    assert gx.abs().sum() > 0
+
+
+def test_flat_cosine_known_values() -> None:
+    a = [torch.tensor([1.0, 0.0]), torch.tensor([0.0])]
+    assert float(flat_cosine(a, [torch.tensor([2.0, 0.0]), torch.tensor([0.0])])) == pytest.approx(1.0)
+    assert float(flat_cosine(a, [torch.tensor([0.0, 3.0]), torch.tensor([0.0])])) == pytest.approx(0.0)
+    assert float(flat_cosine(a, [torch.tensor([-1.0, 0.0]), torch.tensor([0.0])])) == pytest.approx(-1.0)
