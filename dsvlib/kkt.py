@@ -6,13 +6,16 @@ lambda must be differentiated through it).  Parameters are read, never written.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "frozen_model",
+    "scale_invariant_params",
     "select_params",
     "per_sample_loss",
     "weighted_grad",
@@ -25,14 +28,83 @@ __all__ = [
 DISTANCES = ("cos", "l1", "l2")
 
 
-def select_params(model: nn.Module, which: str | Sequence[str] = "all") -> list[tuple[str, nn.Parameter]]:
+@contextmanager
+def frozen_model(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """Eval mode and requires_grad on ``params`` for the duration; everything restored after."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def scale_invariant_params(model: nn.Module, input_shape: Sequence[int], *, probes: int = 2,
+                           ratio: float = 0.1, seed: int = 0) -> set[str]:
+    """Names of parameters that stationarity can never hold for.
+
+    A weight followed by a normalisation layer (conv -> InstanceNorm/GroupNorm/LayerNorm) is
+    scale invariant: L(c W) = L(W), hence <W, grad_W L> = 0 for EVERY input, so
+    theta = -sum lambda grad L is impossible on it; a bias just before such a norm has no effect
+    at all.  Detected directly on random probes: doubling the tensor (W -> W + W) changes the
+    per-sample losses less than ``ratio`` times as much as adding a random direction of the same
+    norm (W -> W + |W| r).  The model is evaluated functionally, never modified.
+    """
+    from torch.func import functional_call
+
+    named = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b for n, b in model.named_buffers()}
+    dev = next(iter(named.values())).device
+    g = torch.Generator().manual_seed(seed)
+    scale_change = {n: 0.0 for n, p in named.items() if p.abs().max() > 0}
+    rand_change = dict.fromkeys(scale_change, 0.0)
+
+    def losses(x: torch.Tensor, y: torch.Tensor, override: dict) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model, {**named, **override, **buffers}, (x,)), y, reduction="none")
+
+    with torch.no_grad():
+        for _ in range(probes):
+            x = torch.rand(8, *input_shape, generator=g).to(dev)
+            base = functional_call(model, {**named, **buffers}, (x,))
+            y = torch.randint(0, base.shape[1], (8,), generator=g).to(dev)
+            l0 = F.cross_entropy(base, y, reduction="none")
+            for n in scale_change:
+                w = named[n]
+                r = torch.randn(w.shape, generator=g).to(dev, w.dtype)
+                scale_change[n] += float((losses(x, y, {n: w * 2.0}) - l0).abs().sum())
+                rand_change[n] += float((losses(x, y, {n: w + w.norm() * r / r.norm()}) - l0).abs().sum())
+    biggest = max(rand_change.values(), default=0.0)
+    no_effect = {n for n, v in rand_change.items() if v <= 1e-6 * biggest}
+    return no_effect | {n for n in scale_change if scale_change[n] < ratio * rand_change[n]}
+
+
+def select_params(model: nn.Module, which: str | Sequence[str] = "all", *,
+                  input_shape: Sequence[int] | None = None) -> list[tuple[str, nn.Parameter]]:
     """Named parameters the stationarity condition is applied to.
 
-    ``"all"``; ``"last"`` (the last Linear layer: paper Fig. 4's partial-parameter setting);
-    ``"weights"`` (all but biases); or a list of name prefixes.
+    ``"auto"``: all except scale-invariant ones (see :func:`scale_invariant_params`; needs
+    ``input_shape``); ``"all"``; ``"last"`` (the last Linear layer: paper Fig. 4's
+    partial-parameter setting); ``"weights"`` (all but biases); or a list of name prefixes.
     """
     named = [(n, p) for n, p in model.named_parameters()]
-    if which == "all":
+    if which == "auto":
+        if input_shape is None:
+            raise ValueError("params='auto' needs input_shape=(C, H, W)")
+        was = model.training
+        model.eval()
+        try:
+            invariant = scale_invariant_params(model, input_shape)
+        finally:
+            model.train(was)
+        out = [(n, p) for n, p in named if n not in invariant]
+    elif which == "all":
         out = named
     elif which == "weights":
         out = [(n, p) for n, p in named if not n.endswith("bias")]
@@ -49,7 +121,7 @@ def select_params(model: nn.Module, which: str | Sequence[str] = "all") -> list[
     elif isinstance(which, (list, tuple)):
         out = [(n, p) for n, p in named if any(n.startswith(pref) for pref in which)]
     else:
-        raise ValueError(f"params must be 'all', 'weights', 'last', 'last_weight' or a list of name prefixes, got {which!r}")
+        raise ValueError(f"params must be 'auto', 'all', 'weights', 'last', 'last_weight' or a list of name prefixes, got {which!r}")
     if not out:
         raise ValueError(f"params={which!r} selects no parameters; names: {[n for n, _ in named][:10]}")
     return out
@@ -129,24 +201,20 @@ def _detached(ts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def dataset_gradient_cosine(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-                            params: str | Sequence[str] = "all", batch_size: int = 500,
+                            params: str | Sequence[str] = "auto", batch_size: int = 500,
                             loss: str = "ce") -> float:
     """cos(-theta, sum_j grad_theta L_j) over a real data set: how well stationarity holds
     with uniform multipliers.  1 means theta is exactly a positive multiple of -sum grad L
     (an L2-regularised training run at a stationary point); ~0 means stationarity cannot explain
     the weights from this data."""
-    named = select_params(model, params)
+    named = select_params(model, params, input_shape=tuple(images.shape[1:]))
     ps = [p for _, p in named]
     device = ps[0].device
     total = [torch.zeros_like(p) for p in ps]
-    was_training = model.training
-    model.eval()
-    try:
+    with frozen_model(model, ps):
         for i in range(0, len(images), batch_size):
             xb = images[i:i + batch_size].to(device)
             yb = labels[i:i + batch_size].to(device)
             g, _, _ = weighted_grad(model, ps, xb, yb, torch.ones(len(xb), device=device), loss=loss)
             total = [t + gi.detach() for t, gi in zip(total, g)]
-    finally:
-        model.train(was_training)
     return float(flat_cosine(_detached(ps), [-t for t in total]))

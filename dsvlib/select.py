@@ -407,26 +407,23 @@ def fit_lambdas(
                         break
                 lam_best = s * best_mu
             else:
-                mu = (c_unif * prep_norms * live).clone()
-                scale = float(mu[live].mean()) if live.any() else 1.0
-                mu_p = mu.clone().requires_grad_(False)
-                m1 = torch.zeros_like(mu)
-                m2 = torch.zeros_like(mu)
-                g, f, d_user, cos = evaluate(mu_p)
-                best_f, best_mu, d_best, cos_best = f, mu_p.clone(), d_user, cos
-                step_size = 0.05 * lr * scale
+                # l1 is not smooth: projected Adam on mu, from the best equal multipliers, cosine-decayed
+                mu = c_unif * prep_norms * live
+                step_size = 0.05 * lr * (float(mu[live].mean()) if live.any() else 1.0)
+                m1, m2 = torch.zeros_like(mu), torch.zeros_like(mu)
+                g, f, d_user, cos = evaluate(mu)
+                best_f, best_mu, d_best, cos_best = f, mu.clone(), d_user, cos
                 for step in range(steps):
                     m1 = 0.9 * m1 + 0.1 * g
                     m2 = 0.999 * m2 + 0.001 * g * g
-                    mh = m1 / (1 - 0.9 ** (step + 1))
-                    vh = m2 / (1 - 0.999 ** (step + 1))
+                    m_hat, v_hat = m1 / (1 - 0.9 ** (step + 1)), m2 / (1 - 0.999 ** (step + 1))
                     lr_t = step_size * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
-                    mu_p = (mu_p - lr_t * mh / (vh.sqrt() + 1e-12)).clamp_min(0) * live
-                    g, f, d_user, cos = evaluate(mu_p)
+                    mu = (mu - lr_t * m_hat / (v_hat.sqrt() + 1e-12)).clamp_min(0) * live
+                    g, f, d_user, cos = evaluate(mu)
                     if f < best_f:
-                        best_f, best_mu, d_best, cos_best = f, mu_p.clone(), d_user, cos
+                        best_f, best_mu, d_best, cos_best = f, mu.clone(), d_user, cos
                     steps_run = step + 1
-                    if _record(hist, callback, step, steps, d_user, cos, int((mu_p > 0).sum()), t0, history_every):
+                    if _record(hist, callback, step, steps, d_user, cos, int((mu > 0).sum()), t0, history_every):
                         break
                 lam_best = s * best_mu
 

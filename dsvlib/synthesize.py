@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augment
-from .kkt import flat_cosine, select_params, stationarity_distance, weighted_grad
+from .kkt import flat_cosine, frozen_model, select_params, stationarity_distance, weighted_grad
 from .losses import diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
 
 __all__ = [
@@ -49,7 +48,7 @@ class SynthConfig:
     lambda_init: float = 1.0
     stationarity: str = "cos"  # "cos", "l1" (paper), "l2" (Alg. 1) or "none" (primal only)
     stationarity_weight: float = 1.0
-    params: str | tuple[str, ...] = "all"  # "all", "last", "weights" or name prefixes (Fig. 4)
+    params: str | tuple[str, ...] = "auto"  # "auto" (all but scale-invariant), "all", "last", "weights", prefixes (Fig. 4)
     primal_weight: float = 1.0
     augment: Augment | None = field(default_factory=Augment)
     eta: float = 5.0  # weight of the augmented copy (manifold condition)
@@ -151,24 +150,6 @@ def trust_reading(cosine: float) -> str:
             "without weight decay); read the DSVs as class visualisations, not as support vectors.")
 
 
-@contextmanager
-def frozen_model(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
-    """Eval mode and requires_grad on ``params`` for the duration; everything restored after."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-        yield
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
-        model.train(was_training)
-
-
 def _as_targets(targets: Any, num_classes: int) -> torch.Tensor:
     t = torch.as_tensor(targets)
     if t.dim() == 1 and not t.is_floating_point():
@@ -248,7 +229,7 @@ def synthesize(
     opt = torch.optim.Adam([{"params": [x_param], "lr": config.lr}, {"params": [lam], "lr": config.lr_lambda}])
     aug_gen = gen
 
-    named = select_params(work, config.params)
+    named = select_params(work, config.params, input_shape=input_shape)
     params = [p for _, p in named]
     theta = [p.detach() for p in params]
     use_stat = config.stationarity != "none"

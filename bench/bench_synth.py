@@ -1,0 +1,280 @@
+"""Synthesis benchmark: regenerates every synthesis number in BENCHMARKS.md.
+
+    python bench/bench_synth.py                 # full run (~15-20 min on 2 CPU cores)
+    python bench/bench_synth.py --only speed    # one section
+
+Sections: ablation (MNIST default model, 10 DSVs/class from noise), baselines (random real
+images, DSVs initialised from real images, teacher soft labels), entropy curve (paper Fig. 2a),
+shortcut model (mark energy), Adam teacher (not trained for stationarity), speed.
+Writes bench/results/synth.json, bench/results/synth.md and image grids / plots under docs/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dsvlib import load_model  # noqa: E402
+from dsvlib.augment import Augment  # noqa: E402
+from dsvlib.cli import _grid  # noqa: E402
+from dsvlib.data import MARK_BOX, SHORTCUT_CLASS, load_dataset  # noqa: E402
+from dsvlib.evaluate import diversity, distill, judge_accuracy, mark_energy_ratio, mean_entropy  # noqa: E402
+from dsvlib.kkt import dataset_gradient_cosine  # noqa: E402
+from dsvlib.synthesize import SynthConfig, default_config, synthesize  # noqa: E402
+from dsvlib.train import FitConfig, accuracy  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs"
+JUDGES = ROOT / "assets" / "judges"
+PER_CLASS = 10
+
+
+def machine() -> str:
+    return (f"{platform.machine()} {platform.processor() or ''}".strip()
+            + f", {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            + ("CUDA " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"))
+
+
+def ablation_configs() -> dict[str, SynthConfig]:
+    final = default_config("digits")
+    bare = replace(final, augment=None, tv=0.0, l1=0.0, norm=0.0, diversity=0.0, resolution=1)
+    return {
+        "primal only": replace(bare, stationarity="none"),
+        "+ stationarity (paper: L1-mean)": replace(bare, stationarity="l1"),
+        "+ stationarity (cosine)": replace(bare, stationarity="cos"),
+        "+ augmentation": replace(bare, augment=final.augment),
+        "+ priors (final recipe)": final,
+    }
+
+
+def score(name: str, model, spec, x: torch.Tensor, y: torch.Tensor, test, judges: dict, *, seeds=(0, 1, 2),
+          extra: dict | None = None) -> dict:
+    st = distill(x, y, spec, test, seeds=seeds)
+    with torch.no_grad():
+        pred = torch.softmax(model(x), 1).argmax(1)
+    row = {
+        "name": name,
+        "n": len(x),
+        "primal_feasible": float((pred == y).float().mean()),
+        "student_mean": st.mean, "student_std": st.std, "student_runs": list(st.runs),
+        "judges": {k: judge_accuracy(j, x, y) for k, j in judges.items()},
+        "mean_entropy": mean_entropy(model, x),
+        "diversity": diversity(x, y),
+    }
+    row.update(extra or {})
+    print(json.dumps({k: v for k, v in row.items() if k != "student_runs"}), flush=True)
+    return row
+
+
+def run_synth(model, cfg: SynthConfig, num_classes: int, seed: int = 0, init=None):
+    targets = torch.arange(num_classes).repeat_interleave(PER_CLASS)
+    return synthesize(model, targets, cfg, seed=seed, init=init)
+
+
+def section_mnist(out: dict) -> None:
+    model, spec = load_model("mnist_convnet")
+    test, train = load_dataset("mnist:test"), load_dataset("mnist:train")
+    judges = {n: load_model(JUDGES / f"{n}.safetensors")[0] for n in ("mnist_lenet_judge", "mnist_mlp_judge")}
+    rows, curves = [], {}
+    for name, cfg in ablation_configs().items():
+        res = run_synth(model, cfg, spec.num_classes)
+        x, y = res.images, res.labels
+        slug = name.split("(")[0].strip("+ ").replace(" ", "_") + ("_" + name.split("(")[1].split(")")[0].split(":")[0].replace(" ", "_") if "(" in name else "")
+        _grid(x, DOCS / f"mnist_{slug}.png", nrow=PER_CLASS)
+        rows.append(score(name, model, spec, x, y, test, judges, extra={
+            "seconds": res.seconds, "best_cosine": res.trust["best_cosine"], "kept": int(res.kept.sum()),
+            "grid": f"docs/mnist_{slug}.png"}))
+        curves[name] = res.history
+    out["mnist_ablation"] = rows
+    final = rows[-1]
+    # Baselines in the same run
+    base = []
+    for k in (1, 10):
+        real = train.per_class(k, seed=0)
+        base.append(score(f"random real, {k}/class", model, spec, real.images, real.labels, test, judges))
+    real10 = train.per_class(PER_CLASS, seed=0)
+    order = torch.argsort(real10.labels, stable=True)
+    init = real10.images[order]
+    res = run_synth(model, default_config("digits"), spec.num_classes, init=init)
+    _grid(res.images, DOCS / "mnist_init_real10.png", nrow=PER_CLASS)
+    base.append(score("DSVs initialised from 10 real/class", model, spec, res.images, res.labels, test, judges,
+                      extra={"best_cosine": res.trust["best_cosine"]}))
+    # knowledge distillation: the teacher's soft labels on the final DSVs
+    final_res = run_synth(model, default_config("digits"), spec.num_classes)
+    with torch.no_grad():
+        soft = torch.softmax(model(final_res.images), 1)
+    kd = distill(final_res.images, soft, spec, test)
+    base.append({"name": "final DSVs + teacher soft labels (KD)", "student_mean": kd.mean, "student_std": kd.std,
+                 "student_runs": list(kd.runs), "n": len(final_res.images)})
+    print(json.dumps(base[-1]), flush=True)
+    out["mnist_baselines"] = base
+    out["mnist_final_gap_to_real10"] = base[1]["student_mean"] - final["student_mean"]
+    # Entropy curve: DeepKKT (final) vs primal only (paper Fig. 2a)
+    ent = {}
+    for name in ("primal only", "+ priors (final recipe)"):
+        h = curves[name]
+        ent[name] = {"step": h["step"], "mean_entropy": [sum(e) / len(e) for e in h["entropy"]]}
+    out["entropy_curve"] = ent
+    _plot_entropy(ent, DOCS / "entropy_curve.png")
+
+
+def _plot_entropy(ent: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, c in ent.items():
+        ax.plot(c["step"], c["mean_entropy"], label="DeepKKT (final recipe)" if "final" in name else name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean candidate entropy (nats)")
+    ax.set_title("Entropy during synthesis, MNIST default model")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def section_shortcut(out: dict) -> None:
+    model, spec = load_model("shortcut_convnet")
+    test = load_dataset("shortcut:test")
+    judge = load_model(JUDGES / "shortcut_lenet_judge.safetensors")[0]
+    res = run_synth(model, default_config("natural"), spec.num_classes)
+    x, y = res.images, res.labels
+    _grid(x, DOCS / "shortcut_dsvs.png", nrow=PER_CLASS)
+    mark = mark_energy_ratio(x, y, SHORTCUT_CLASS, MARK_BOX)
+    out["shortcut"] = score("shortcut_convnet, natural defaults", model, spec, x, y, test,
+                            {"shortcut_lenet_judge": judge},
+                            extra={"mark_energy": mark, "seconds": res.seconds, "best_cosine": res.trust["best_cosine"],
+                                   "biased_class": spec.class_names[SHORTCUT_CLASS]})
+
+
+def section_adam(out: dict) -> None:
+    model, spec = load_model(JUDGES / "mnist_convnet_adam.safetensors")
+    test, train = load_dataset("mnist:test"), load_dataset("mnist:train")
+    judges = {n: load_model(JUDGES / f"{n}.safetensors")[0] for n in ("mnist_lenet_judge", "mnist_mlp_judge")}
+    res = run_synth(model, default_config("digits"), spec.num_classes)
+    _grid(res.images, DOCS / "mnist_adam_teacher.png", nrow=PER_CLASS)
+    out["adam_teacher"] = score("Adam-trained ConvNet (width 64, no weight decay)", model, spec, res.images,
+                                res.labels, test, judges, extra={
+                                    "best_cosine": res.trust["best_cosine"], "reading": res.trust["reading"],
+                                    "dataset_cosine": dataset_gradient_cosine(model, train.images, train.labels),
+                                    "teacher_test_accuracy": accuracy(model, test.images, test.labels)})
+    sgd, _ = load_model("mnist_convnet")
+    out["adam_teacher"]["sgd_teacher_dataset_cosine"] = dataset_gradient_cosine(sgd, train.images, train.labels)
+
+
+def section_speed(out: dict) -> None:
+    model, spec = load_model("mnist_convnet")
+    cfg = default_config("digits")
+    targets = torch.arange(10).repeat_interleave(PER_CLASS)
+    res = synthesize(model, targets, cfg, seed=0)
+    per_step = res.seconds / res.steps_run
+    # one plain training step of the same batch (forward + backward + SGD step) on a copy
+    import copy
+
+    student = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(student.parameters(), lr=0.01)
+    x = res.images
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(student(x), targets).backward()
+        opt.step()
+    n = 50
+    t0 = time.perf_counter()
+    for _ in range(n):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(student(x), targets).backward()
+        opt.step()
+    train_step = (time.perf_counter() - t0) / n
+    out["speed"] = {"candidates": len(targets), "steps": res.steps_run, "seconds_total": res.seconds,
+                    "seconds_per_step": per_step, "train_step_seconds": train_step,
+                    "step_cost_vs_train_step": per_step / train_step,
+                    "device": "cuda" if next(model.parameters()).is_cuda else "cpu"}
+    print(json.dumps(out["speed"]), flush=True)
+
+
+SECTIONS = {"speed": section_speed, "mnist": section_mnist, "shortcut": section_shortcut, "adam": section_adam}
+
+
+def write_markdown(res: dict, path: Path) -> None:
+    L = [f"Machine: {res['machine']}. Command: `{res['command']}`.", ""]
+    if "mnist_ablation" in res:
+        L += ["### MNIST default model, 10 DSVs per class from noise (zero real images)", "",
+              "| setting | student acc (3 seeds) | judge LeNet | judge MLP | primal feasible | mean entropy | diversity | best cos | time | grid |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in res["mnist_ablation"]:
+            j = r["judges"]
+            bc = "-" if r["best_cosine"] is None else f"{r['best_cosine']:.3f}"
+            L.append(f"| {r['name']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % | "
+                     f"{100 * j['mnist_lenet_judge']:.0f} % | {100 * j['mnist_mlp_judge']:.0f} % | "
+                     f"{100 * r['primal_feasible']:.0f} % | {r['mean_entropy']:.3f} | {r['diversity']:.2f} | {bc} | "
+                     f"{r['seconds']:.1f} s | [{r['grid']}]({r['grid']}) |")
+        L += ["", "Baselines, same protocol, same run:", "", "| setting | student acc | judges (LeNet / MLP) | diversity |",
+              "| --- | --- | --- | --- |"]
+        for r in res["mnist_baselines"]:
+            j = r.get("judges")
+            js = f"{100 * j['mnist_lenet_judge']:.0f} % / {100 * j['mnist_mlp_judge']:.0f} %" if j else "-"
+            dv = f"{r['diversity']:.2f}" if "diversity" in r else "-"
+            L.append(f"| {r['name']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % | {js} | {dv} |")
+        e = res["entropy_curve"]
+        L += ["", "Mean candidate entropy (nats) at the first and last recorded step (plot: docs/entropy_curve.png):", ""]
+        for name, c in e.items():
+            L.append(f"- {name}: {c['mean_entropy'][0]:.3f} -> {c['mean_entropy'][-1]:.3f} (max {max(c['mean_entropy']):.3f})")
+    if "shortcut" in res:
+        r = res["shortcut"]
+        m = r["mark_energy"]
+        L += ["", f"### Shortcut model ({r['biased_class']} carries the planted mark in training)", "",
+              f"- mark-region energy, {r['biased_class']} DSVs vs other classes' DSVs: {m['biased']:.4f} vs {m['others']:.4f}, ratio **{m['ratio']:.1f}x**",
+              f"- student {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} %, judge (LeNet on real shapes) "
+              f"{100 * r['judges']['shortcut_lenet_judge']:.0f} %, primal feasible {100 * r['primal_feasible']:.0f} %, "
+              f"{r['seconds']:.1f} s; grid docs/shortcut_dsvs.png"]
+    if "adam_teacher" in res:
+        r = res["adam_teacher"]
+        L += ["", "### A teacher not trained for stationarity (Adam, no weight decay)", "",
+              f"- teacher test acc {100 * r['teacher_test_accuracy']:.1f} %; cos(-theta, sum of training gradients) "
+              f"{r['dataset_cosine']:.3f} (SGD + wd default model: {r['sgd_teacher_dataset_cosine']:.3f})",
+              f"- student {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} %, judges LeNet "
+              f"{100 * r['judges']['mnist_lenet_judge']:.0f} % / MLP {100 * r['judges']['mnist_mlp_judge']:.0f} %, "
+              f"best cos {r['best_cosine']:.3f}; trust reading: {r['reading']}"]
+    if "speed" in res:
+        s = res["speed"]
+        L += ["", "### Speed", "",
+              f"- {s['candidates']} candidates x {s['steps']} steps (default digits recipe) on {s['device']}: "
+              f"**{s['seconds_total']:.1f} s** ({1000 * s['seconds_per_step']:.0f} ms/step)",
+              f"- one synthesis step = **{s['step_cost_vs_train_step']:.2f}x** one plain training step of the same "
+              f"batch ({1000 * s['train_step_seconds']:.0f} ms), measured in the same run"]
+    path.write_text("\n".join(L) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*", default=list(SECTIONS), choices=list(SECTIONS))
+    ap.add_argument("--tag", default="synth")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    DOCS.mkdir(exist_ok=True)
+    jpath = RESULTS / f"{args.tag}.json"
+    res = json.loads(jpath.read_text()) if jpath.exists() else {}
+    res["machine"] = machine()
+    res["command"] = "python bench/bench_synth.py" + (f" --only {' '.join(args.only)}" if args.only != list(SECTIONS) else "")
+    for name in args.only:
+        t0 = time.perf_counter()
+        SECTIONS[name](res)
+        print(f"[{name}] {time.perf_counter() - t0:.0f} s", flush=True)
+        jpath.write_text(json.dumps(res, indent=1))
+    write_markdown(res, RESULTS / f"{args.tag}.md")
+
+
+if __name__ == "__main__":
+    main()
