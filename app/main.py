@@ -1,0 +1,35 @@
+"""DSV Studio entry point: builds the navigation over the page functions, nothing else.
+
+    streamlit run app/main.py
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run app/main.py` puts app/ on sys.path; the pages and dsvlib live one level up.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.common import shown_errors  # noqa: E402
+from pages import edit, model, selection, synthesize  # noqa: E402
+
+
+def main() -> None:
+    st.set_page_config(page_title="DSV Studio", page_icon=":material/blur_on:", layout="wide")
+    page = st.navigation([
+        st.Page(model.model_page, title="Model", icon=":material/model_training:", url_path="model", default=True),
+        st.Page(synthesize.synthesize_page, title="Synthesize", icon=":material/auto_awesome:",
+                url_path="synthesize"),
+        st.Page(selection.selection_page, title="Lambda ranking", icon=":material/leaderboard:",
+                url_path="ranking"),
+        st.Page(edit.edit_page, title="Edit", icon=":material/edit:", url_path="edit"),
+    ])
+    with shown_errors(f"The {page.title} page"):
+        page.run()
+
+
+main()

@@ -1,0 +1,374 @@
+"""The Streamlit app, page by page, with ``streamlit.testing.v1.AppTest`` and the shipped model.
+
+Each page is a plain function; :func:`_page_script` runs one as a stand-alone app, and
+``app/main.py`` is tested as a whole for the navigation and the model page.
+"""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import dsvlib  # noqa: E402
+from app import common  # noqa: E402
+from dsvlib import ModelFileError  # noqa: E402
+
+MAIN = ROOT / "app" / "main.py"
+MODEL = "mnist_convnet"
+TIMEOUT = 180  # generous: the CI machine has 2 shared cores
+
+
+def _page_script(root: str, module: str) -> None:
+    """Stand-alone script body for AppTest.from_function: run one page function."""
+    import importlib
+    import sys
+
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    mod = importlib.import_module(f"pages.{module}")
+    getattr(mod, f"{module}_page")()
+
+
+def page_app(module: str) -> AppTest:
+    return AppTest.from_function(_page_script, args=(str(ROOT), module), default_timeout=TIMEOUT)
+
+
+def _texts(elements) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+def _no_failure(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, _texts(at.error)
+
+
+@pytest.fixture(scope="module")
+def mnist_model():
+    return dsvlib.load_model(MODEL)
+
+
+# --------------------------------------------------------------------------- every page renders
+
+
+def test_main_app_renders_the_model_page_with_the_card() -> None:
+    at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT).run()
+    _no_failure(at)
+    assert _texts(at.title) == ["DSV Studio"]
+    assert f"Model: {MODEL}" in _texts(at.header)
+    assert at.sidebar.selectbox[0].value == MODEL
+    assert set(dsvlib.default_models()) <= set(at.sidebar.selectbox[0].options)
+    card = dsvlib.load_card(MODEL)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Test accuracy"] == f"{card['test_accuracy']:.1%}"
+    assert metrics["Stationarity cos, all params"] == f"{card['stationarity_cosine_all']:.2f}"
+    trust = [t for t in _texts(at.info) + _texts(at.success) + _texts(at.warning) if "Trust:" in t]
+    assert len(trust) == 1 and f"{card['stationarity_cosine_all']:.2f}" in trust[0]
+
+
+@pytest.mark.parametrize("module, title", [
+    ("model", "DSV Studio"),
+    ("synthesize", "Synthesize deep support vectors"),
+    ("selection", "Rank real images by λ"),
+    ("edit", "Edit an image toward a class"),
+])
+def test_each_page_renders(module: str, title: str) -> None:
+    at = page_app(module).run()
+    _no_failure(at)
+    assert _texts(at.title) == [title]
+    assert at.sidebar.selectbox[0].value == MODEL
+
+
+def test_shortcut_model_shows_its_shortcut_audit() -> None:
+    if "shortcut_convnet" not in dsvlib.default_models():
+        pytest.skip("shortcut_convnet is not shipped in this checkout")
+    at = page_app("model").run()
+    at.sidebar.selectbox[0].select("shortcut_convnet").run()
+    _no_failure(at)
+    assert "Model: shortcut_convnet" in _texts(at.header)
+    assert any("Planted shortcut" in t and "triangle" in t for t in _texts(at.warning))
+
+
+# --------------------------------------------------------------------------- synthesize
+
+
+def test_synthesize_page_run_produces_results() -> None:
+    at = page_app("synthesize").run()
+    at.multiselect(key=f"synth_classes:{MODEL}").set_value(["3", "7"])
+    at.number_input(key="synth_per_class").set_value(1)
+    at.number_input(key="synth_steps").set_value(5)
+    at.run()
+    assert any("2 candidates x 5 steps" in c for c in _texts(at.caption))
+    at.button(key="synth_run").click().run()
+    _no_failure(at)
+    result = at.session_state["synth_result"]["result"]
+    assert tuple(result.images.shape) == (2, 1, 28, 28)
+    assert result.labels.tolist() == [3, 7] and result.steps_run == 5
+    assert 0.0 <= float(result.images.min()) and float(result.images.max()) <= 1.0
+    assert "Result" in _texts(at.subheader)
+    assert any("2 candidates, 5 steps in" in c for c in _texts(at.caption))
+    captions = [c for img in at.image for c in img.captions]
+    assert len(captions) == 2
+    assert captions[0].startswith("3 · λ=") and captions[1].startswith("7 · λ=")
+    trust = [t for t in _texts(at.info) + _texts(at.success) + _texts(at.warning) if "Trust reading:" in t]
+    assert trust == [f"**Trust reading:** {result.trust['reading']}"]
+    assert len(at.get("plotly_chart")) == 1
+    # The run leaves the cached model exactly as found.
+    model, _ = common.load_default_model(MODEL, "cpu")
+    assert not model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_synthesize_page_soft_label_mixing() -> None:
+    at = page_app("synthesize").run()
+    at.selectbox(key=f"mix_a:{MODEL}").set_value("1")
+    at.selectbox(key=f"mix_b:{MODEL}").set_value("7")
+    at.slider(key="mix_delta").set_value(0.5)
+    at.number_input(key="mix_count").set_value(1)
+    at.number_input(key="mix_steps").set_value(3)
+    at.button(key="mix_run").click().run()
+    _no_failure(at)
+    mixed = at.session_state["mix_result"]
+    assert torch.allclose(mixed["result"].targets[0, [1, 7]], torch.tensor([0.5, 0.5]))
+    captions = [c for img in at.image for c in img.captions]
+    assert len(captions) == 1 and captions[0].startswith("p(1)=") and "p(7)=" in captions[0]
+
+
+def test_synthesize_page_shows_errors_instead_of_tracebacks(monkeypatch) -> None:
+    import pages.synthesize as synth_page
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(synth_page, "synthesize", out_of_memory)
+    at = page_app("synthesize").run()
+    at.button(key="synth_run").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "ran out of memory" in at.error[0].value
+    assert "Result" not in _texts(at.subheader)
+    assert at.button(key="synth_run")  # the page is still there and usable
+
+
+def test_colour_model_synthesis_and_edit_run() -> None:
+    """The shortcut model takes 3x32x32 colour images: the "natural" configuration and RGB display."""
+    if "shortcut_convnet" not in dsvlib.default_models():
+        pytest.skip("shortcut_convnet is not shipped in this checkout")
+    at = page_app("synthesize").run()
+    at.sidebar.selectbox[0].select("shortcut_convnet").run()
+    at.multiselect(key="synth_classes:shortcut_convnet").set_value(["triangle"])
+    at.number_input(key="synth_per_class").set_value(1)
+    at.number_input(key="synth_steps").set_value(2)
+    at.button(key="synth_run").click().run()
+    _no_failure(at)
+    result = at.session_state["synth_result"]["result"]
+    assert tuple(result.images.shape) == (1, 3, 32, 32) and result.config.augment.flip == 0.5
+    assert [c for img in at.image for c in img.captions][0].startswith("triangle · λ=")
+
+    at = page_app("edit").run()
+    at.sidebar.selectbox[0].select("shortcut_convnet").run()
+    at.number_input(key="edit_steps").set_value(2)
+    at.button(key="edit_run").click().run()
+    _no_failure(at)
+    assert tuple(at.session_state["edit_result"]["after_img"].shape) == (1, 3, 32, 32)
+
+
+# --------------------------------------------------------------------------- model upload
+
+
+def test_upload_of_a_corrupt_file_shows_the_error_and_the_app_keeps_working() -> None:
+    at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT).run()
+    at.file_uploader(key="model_upload").set_value(("broken.safetensors", b"\x00garbage" * 50, "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1
+    assert "broken.safetensors is not a model file" in at.error[0].value
+    assert at.sidebar.selectbox[0].value == MODEL
+    assert f"Model: {MODEL}" in _texts(at.header)
+    at.run()  # a rerun shows the same outcome without loading again
+    assert len(at.error) == 1 and "broken.safetensors" in at.error[0].value
+
+
+def test_upload_of_a_dsvlib_file_becomes_the_active_model(tmp_path, mnist_model) -> None:
+    model, spec = mnist_model
+    path = dsvlib.save_model(model, spec, tmp_path / "mine.safetensors")
+    at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT).run()
+    at.file_uploader(key="model_upload").set_value(("mine.safetensors", path.read_bytes(), "application/octet-stream"))
+    at.run()
+    _no_failure(at)
+    assert at.sidebar.selectbox[0].value == "mine.safetensors (uploaded)"
+    assert "Model: mine.safetensors (uploaded)" in _texts(at.header)
+    assert any("no model card" in t for t in _texts(at.info))
+    uploaded = at.session_state[common.UPLOAD_KEY]["model"]
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(uploaded(x), model(x))
+    # Without a card, the page measures one on the bundled data that fits: the same weights as the
+    # shipped model, so the same test accuracy as its card.
+    at.button(key="measure_card").click().run()
+    _no_failure(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Test accuracy"] == f"{dsvlib.load_card(MODEL)['test_accuracy']:.1%}"
+    assert any("Trust:" in t for t in _texts(at.info) + _texts(at.success) + _texts(at.warning))
+
+
+def test_upload_of_a_plain_state_dict_needs_and_takes_the_spec_form(tmp_path, mnist_model) -> None:
+    model, spec = mnist_model
+    buf = io.BytesIO()
+    torch.save(model.net.state_dict(), buf)
+    at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT).run()
+    at.file_uploader(key="model_upload").set_value(("weights.pt", buf.getvalue(), "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "has no dsvlib spec" in at.error[0].value
+    assert "Architecture for a plain state_dict" in at.error[0].value
+    # The form's defaults describe the shipped MNIST ConvNet; only the mean/std differ.
+    at.checkbox(key="spec_use").check()
+    at.text_input(key="spec_mean").set_value(str(spec.mean[0]))
+    at.text_input(key="spec_std").set_value(str(spec.std[0]))
+    at.run()
+    _no_failure(at)
+    assert at.sidebar.selectbox[0].value == "weights.pt (uploaded)"
+    uploaded = at.session_state[common.UPLOAD_KEY]["model"]
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(uploaded(x), model(x), atol=1e-6)
+
+
+def test_model_from_upload_refuses_bad_files(mnist_model, tmp_path) -> None:
+    with pytest.raises(ModelFileError, match="not a model file"):
+        common.model_from_upload(b"hello world" * 10, "notes.safetensors")
+    with pytest.raises(ModelFileError, match=r"file type '\.txt'"):
+        common.model_from_upload(b"hello", "notes.txt")
+    with pytest.raises(ModelFileError, match="empty"):
+        common.model_from_upload(b"", "empty.pt")
+
+    class Payload:  # a pickle that would run code on load
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    buf = io.BytesIO()
+    torch.save({"w": Payload()}, buf)
+    with pytest.raises(ModelFileError, match="refused"):
+        common.model_from_upload(buf.getvalue(), "evil.pth")
+    model, spec = mnist_model
+    good = dsvlib.save_model(model, spec, tmp_path / "m.safetensors").read_bytes()
+    loaded, loaded_spec = common.model_from_upload(good, "../../etc/m.safetensors")
+    assert loaded_spec == spec
+
+
+# --------------------------------------------------------------------------- edit
+
+
+def test_image_from_upload(mnist_model) -> None:
+    from PIL import Image
+
+    _, spec = mnist_model
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 50, 3), 255, np.uint8)).save(buf, format="PNG")
+    x = common.image_from_upload(buf.getvalue(), "white.png", spec)
+    assert tuple(x.shape) == (1, 1, 28, 28) and torch.allclose(x, torch.ones_like(x))
+    with pytest.raises(ValueError, match="notes.png is not a readable image"):
+        common.image_from_upload(b"just some text", "notes.png", spec)
+
+
+def test_edit_page_upload_of_a_non_image_shows_an_error() -> None:
+    at = page_app("edit").run()
+    at.radio(key="edit_source").set_value("Upload an image").run()
+    at.file_uploader(key="edit_upload").set_value(("photo.png", b"%PDF-1.4 not an image", "image/png")).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "photo.png is not a readable image" in at.error[0].value
+
+
+def test_edit_page_run_shows_before_and_after() -> None:
+    at = page_app("edit").run()
+    at.slider(key="edit_index").set_value(3)
+    at.selectbox(key=f"edit_target:{MODEL}").set_value("8")
+    at.number_input(key="edit_steps").set_value(4)
+    at.button(key="edit_run").click().run()
+    _no_failure(at)
+    stored = at.session_state["edit_result"]
+    test = common.bundled_dataset("mnist:test")
+    assert torch.equal(stored["before_img"], test.images[3:4])
+    assert tuple(stored["after_img"].shape) == (1, 1, 28, 28)
+    assert not torch.equal(stored["after_img"], stored["before_img"])
+    assert stored["target"] == 8 and abs(float(stored["after"].sum()) - 1) < 1e-4
+    assert "Edited toward '8'" in _texts(at.subheader)
+    captions = [c for img in at.image for c in img.captions]
+    assert any(c.startswith("before:") for c in captions) and any(c.startswith("after:") for c in captions)
+    assert len(at.get("plotly_chart")) == 1
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def test_selection_page_ranks_images_by_lambda() -> None:
+    select = pytest.importorskip("dsvlib.select", reason="dsvlib.select is not in this checkout yet")
+    at = page_app("selection").run()
+    at.slider(key="sel_n:mnist:train").set_value(100)
+    at.number_input(key="sel_steps").set_value(30)
+    at.button(key="sel_run").click().run()
+    _no_failure(at)
+    stored = at.session_state["selection_result"]
+    res, data = stored["res"], stored["data"]
+    assert len(data) == 100 and tuple(res.lambdas.shape) == (100,) and len(res.class_lambda_sum) == 10
+    assert torch.equal(res.labels, data.labels)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images with λ > 0"] == f"{int((res.lambdas > 0).sum())} / 100"
+    assert metrics["Stationarity cos, fitted λ"] == f"{res.cosine:.3f}"
+    assert res.cosine >= res.uniform_cosine - 1e-6  # fitting λ can only help
+    assert "Correlation Σλ vs accuracy" in metrics
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.tabs) == 2
+    # The highest-λ tab shows, for class 0 first, its 5 highest-λ images in decreasing order.
+    shown = [c for img in at.tabs[0].image for c in img.captions]
+    assert len(shown) == 5 * 10  # every class has at least 5 of the 100 images
+    values = [float(c.split("λ=")[1].split(" ")[0]) for c in shown[:5]]
+    assert values == sorted(values, reverse=True)
+    assert values[0] == pytest.approx(float(res.lambdas[data.labels == 0].max()), rel=1e-2, abs=1e-6)
+    # Ranking by alpha re-labels the page without fitting again.
+    at.radio(key="sel_by").set_value("alpha").run()
+    _no_failure(at)
+    assert "Images with α > 0" in {m.label for m in at.metric}
+    assert at.session_state["selection_result"]["res"] is res
+
+
+def test_selection_page_says_so_when_the_select_module_is_missing(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "dsvlib.select", None)  # import raises ImportError
+    monkeypatch.delattr(dsvlib, "select", raising=False)
+    at = page_app("selection").run()
+    assert not at.exception
+    assert any("dsvlib.select could not be imported" in w for w in _texts(at.warning))
+    assert not at.button
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.mark.parametrize("exc, words", [
+    (torch.OutOfMemoryError("CUDA out of memory"), "ran out of memory"),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9e12 bytes"), "ran out of memory"),
+    (FloatingPointError("the DeepKKT loss became nan at step 3"), "diverged (NaN or inf)"),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x10 and 20x3)"), "shape or device mismatch"),
+    (ModelFileError("x.pt is not a model file"), "x.pt is not a model file"),
+    (KeyError("boom"), "unexpected KeyError"),
+])
+def test_error_message(exc: Exception, words: str) -> None:
+    msg = common.error_message(exc, "Synthesis")
+    assert words in msg and "Traceback" not in msg
+
+
+def test_tile_layout() -> None:
+    x = torch.zeros(5, 1, 28, 28)
+    x[4] = 1.0
+    grid = common.tile(x, ncol=3, pad=2, px=56)
+    assert grid.dtype == np.uint8 and grid.shape == (2 * 58 + 2, 3 * 58 + 2)
+    assert grid[60:116, 60:116].min() == 255  # the 5th image (white) is row 2, column 2
+    assert grid[2:58, 2:58].max() == 0
