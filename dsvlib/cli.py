@@ -107,10 +107,25 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         "mean_entropy": float(-(probs * probs.clamp_min(1e-12).log()).sum(1).mean()),
         "trust": res.trust, "class_names": list(spec.class_names),
     }
+    if args.real:
+        from .data import load_dataset
+        from .kkt import dataset_gradient_cosine
+
+        real = _dataset_for(args.real, spec)
+        metrics["trust"]["real_data"] = args.real
+        metrics["trust"]["real_data_cosine"] = dataset_gradient_cosine(model, real.images, real.labels)
+    else:
+        card = load_card(args.model)
+        if card and "stationarity_cosine" in card:
+            metrics["trust"]["real_data"] = card["recipe"]["data"]
+            metrics["trust"]["real_data_cosine"] = card["stationarity_cosine"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"wrote {out}/images.npz, grid.png, history.json, metrics.json ({res.seconds:.1f} s)")
     print(f"primal feasible: {100 * metrics['primal_feasible']:.0f} %   kept: {metrics['kept']}/{metrics['n']}")
     print(f"trust: {res.trust['reading']}")
+    if "real_data_cosine" in metrics["trust"]:
+        print(f"       cos(-theta, sum of gradients) on real data {metrics['trust']['real_data']}: "
+              f"{metrics['trust']['real_data_cosine']:.3f} (how well stationarity can hold for this model at all)")
     return 0
 
 
@@ -148,19 +163,36 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_for(name: str, spec: Any):
+    """A bundled split or an ImageFolder path, read at the model's input size and classes."""
+    from .data import BUNDLED, load_dataset
+
+    if name in BUNDLED:
+        data = load_dataset(name)
+    else:
+        try:
+            data = load_dataset(name, channels=spec.in_channels, image_size=spec.image_size,
+                                class_names=spec.class_names)
+        except ValueError as e:
+            raise SystemExit(f"dsv: error: {e}") from None
+    if tuple(data.images.shape[1:]) != tuple(spec.input_shape):
+        raise SystemExit(f"dsv: error: {name} has images of shape {tuple(data.images.shape[1:])}, "
+                         f"the model takes {tuple(spec.input_shape)}")
+    return data
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
-    from .data import load_dataset
     from .select import fit_lambdas, write_rank_outputs
 
     model, spec = _load(args.model)
-    data = load_dataset(args.data, channels=spec.in_channels, image_size=spec.image_size,
-                        class_names=spec.class_names) if not args.data.count(":") == 1 else load_dataset(args.data)
+    data = _dataset_for(args.data, spec)
     if args.limit:
         data = data.subset(torch.arange(min(args.limit, len(data))))
     bar = _Bar(args.steps, "rank")
 
     def cb(info: Any) -> None:
-        bar.update(getattr(info, "step", 0) + 1)
+        bar.total, bar.label = max(1, info.steps), f"rank: {info.phase}"
+        bar.update(info.step, "" if info.cosine != info.cosine else f"cos {info.cosine:.3f} support {info.support}")
 
     res = fit_lambdas(model, data.images, data.labels, steps=args.steps, callback=cb)
     bar.close()
@@ -182,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=0, help="0 = the default for the data kind")
     p.add_argument("--device", default=None, help="cpu or cuda (default: where the model is, cpu)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real", default=None,
+                   help="real data (bundled split or ImageFolder) to measure cos(-theta, sum of its gradients)")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_synthesize)
     p = sub.add_parser("distill", help="retrain a fresh model on DSVs and report test accuracy")
@@ -195,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="a bundled split (mnist:train ...) or an ImageFolder path/zip")
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=3000, help="at most this many solver steps (stops when converged)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N samples")
     p.set_defaults(fn=cmd_rank)
     return ap

@@ -17,7 +17,7 @@ __all__ = ["EditResult", "edit", "default_edit_config"]
 
 def default_edit_config(kind: str = "digits", **overrides) -> SynthConfig:
     """Synthesis defaults with an anchor to the original, fewer steps and a gentler step size."""
-    base = default_config(kind, steps=150, lr=0.03, anchor=2.0, l1=0.0, tv=0.3, diversity=0.0)
+    base = default_config(kind, steps=150, lr=0.02, anchor=2.0, l1=0.0, tv=0.3, diversity=0.0)
     return replace(base, **overrides)
 
 

@@ -114,13 +114,15 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
+    # No augmentation: stationarity is measured (and exploited) on the un-augmented training set,
+    # and a model trained on augmented copies is stationary for THOSE, not for the clean images
+    # (measured: cos(-theta, sum grad) 0.51 with translation jitter vs 0.88 without).
     "mnist_convnet": Recipe(
         "mnist_convnet", "mnist", "convnet", {"width": 32, "depth": 3, "norm": "instance"},
-        FitConfig(epochs=30, batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-3)),
+        FitConfig(epochs=30, batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-3, augment=None)),
     "shortcut_convnet": Recipe(
         "shortcut_convnet", "shortcut", "convnet", {"width": 32, "depth": 3, "norm": "instance"},
-        FitConfig(epochs=20, batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-3,
-                  augment=Augment(translate=0.05, crop=0.0, cutout=0.0, flip=0.5, noise=0.0))),
+        FitConfig(epochs=20, batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-3, augment=None)),
     # A teacher NOT trained for stationarity (Adam, no weight decay): used by the benchmarks to
     # check that synthesis defaults are not tuned to our own SGD + weight-decay models.
     "mnist_convnet_adam": Recipe(
@@ -170,7 +172,9 @@ def evaluate_card(model: Classifier, data: str) -> dict[str, Any]:
     card: dict[str, Any] = {
         "train_accuracy": accuracy(model, train.images, train.labels),
         "test_accuracy": accuracy(model, test.images, test.labels),
-        "stationarity_cosine_all": dataset_gradient_cosine(model, train.images, train.labels),
+        # the trust signal: all parameters except scale-invariant ones (see kkt.scale_invariant_params)
+        "stationarity_cosine": dataset_gradient_cosine(model, train.images, train.labels, params="auto"),
+        "stationarity_cosine_all": dataset_gradient_cosine(model, train.images, train.labels, params="all"),
         "stationarity_cosine_last": dataset_gradient_cosine(model, train.images, train.labels, params="last"),
     }
     if data == "shortcut":

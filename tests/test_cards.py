@@ -60,7 +60,7 @@ def test_card_numbers_match_the_weights(measured):
     card, _, now = measured
     for key in ("train_accuracy", "test_accuracy"):
         _assert_close(card[key], now[key], ACC_TOL, key)
-    for key in ("stationarity_cosine_all", "stationarity_cosine_last"):
+    for key in ("stationarity_cosine", "stationarity_cosine_all", "stationarity_cosine_last"):
         _assert_close(card[key], now[key], COS_TOL, key)
     if "shortcut" in now:
         assert "shortcut" in card
