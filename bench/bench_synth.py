@@ -58,6 +58,7 @@ def ablation_configs() -> dict[str, SynthConfig]:
 
 def score(name: str, model, spec, x: torch.Tensor, y: torch.Tensor, test, judges: dict, *, seeds=(0, 1, 2),
           extra: dict | None = None) -> dict:
+    """Scores of a set of images (DSVs: the kept ones only, Alg. 1 line 18; or real baselines)."""
     st = distill(x, y, spec, test, seeds=seeds)
     with torch.no_grad():
         pred = torch.softmax(model(x), 1).argmax(1)
@@ -87,9 +88,9 @@ def section_mnist(out: dict) -> None:
     rows, curves = [], {}
     for name, cfg in ablation_configs().items():
         res = run_synth(model, cfg, spec.num_classes)
-        x, y = res.images, res.labels
+        x, y = res.kept_images()
         slug = name.split("(")[0].strip("+ ").replace(" ", "_") + ("_" + name.split("(")[1].split(")")[0].split(":")[0].replace(" ", "_") if "(" in name else "")
-        _grid(x, DOCS / f"mnist_{slug}.png", nrow=PER_CLASS)
+        _grid(res.images, DOCS / f"mnist_{slug}.png", nrow=PER_CLASS)
         rows.append(score(name, model, spec, x, y, test, judges, extra={
             "seconds": res.seconds, "best_cosine": res.trust["best_cosine"], "kept": int(res.kept.sum()),
             "grid": f"docs/mnist_{slug}.png"}))
@@ -106,15 +107,16 @@ def section_mnist(out: dict) -> None:
     init = real10.images[order]
     res = run_synth(model, default_config("digits"), spec.num_classes, init=init)
     _grid(res.images, DOCS / "mnist_init_real10.png", nrow=PER_CLASS)
-    base.append(score("DSVs initialised from 10 real/class", model, spec, res.images, res.labels, test, judges,
-                      extra={"best_cosine": res.trust["best_cosine"]}))
+    base.append(score("DSVs initialised from 10 real/class", model, spec, *res.kept_images(), test, judges,
+                      extra={"best_cosine": res.trust["best_cosine"], "kept": int(res.kept.sum())}))
     # knowledge distillation: the teacher's soft labels on the final DSVs
     final_res = run_synth(model, default_config("digits"), spec.num_classes)
+    fx, _ = final_res.kept_images()
     with torch.no_grad():
-        soft = torch.softmax(model(final_res.images), 1)
-    kd = distill(final_res.images, soft, spec, test)
+        soft = torch.softmax(model(fx), 1)
+    kd = distill(fx, soft, spec, test)
     base.append({"name": "final DSVs + teacher soft labels (KD)", "student_mean": kd.mean, "student_std": kd.std,
-                 "student_runs": list(kd.runs), "n": len(final_res.images)})
+                 "student_runs": list(kd.runs), "n": len(fx)})
     print(json.dumps(base[-1]), flush=True)
     out["mnist_baselines"] = base
     out["mnist_final_gap_to_real10"] = base[1]["student_mean"] - final["student_mean"]
@@ -150,8 +152,8 @@ def section_shortcut(out: dict) -> None:
     test = load_dataset("shortcut:test")
     judge = load_model(JUDGES / "shortcut_lenet_judge.safetensors")[0]
     res = run_synth(model, default_config("natural"), spec.num_classes)
-    x, y = res.images, res.labels
-    _grid(x, DOCS / "shortcut_dsvs.png", nrow=PER_CLASS)
+    x, y = res.kept_images()
+    _grid(res.images, DOCS / "shortcut_dsvs.png", nrow=PER_CLASS)
     mark = mark_energy_ratio(x, y, SHORTCUT_CLASS, MARK_BOX)
     out["shortcut"] = score("shortcut_convnet, natural defaults", model, spec, x, y, test,
                             {"shortcut_lenet_judge": judge},
@@ -165,8 +167,8 @@ def section_adam(out: dict) -> None:
     judges = {n: load_model(JUDGES / f"{n}.safetensors")[0] for n in ("mnist_lenet_judge", "mnist_mlp_judge")}
     res = run_synth(model, default_config("digits"), spec.num_classes)
     _grid(res.images, DOCS / "mnist_adam_teacher.png", nrow=PER_CLASS)
-    out["adam_teacher"] = score("Adam-trained ConvNet (width 64, no weight decay)", model, spec, res.images,
-                                res.labels, test, judges, extra={
+    out["adam_teacher"] = score("Adam-trained ConvNet (width 64, no weight decay)", model, spec,
+                                *res.kept_images(), test, judges, extra={
                                     "best_cosine": res.trust["best_cosine"], "reading": res.trust["reading"],
                                     "dataset_cosine": dataset_gradient_cosine(model, train.images, train.labels),
                                     "teacher_test_accuracy": accuracy(model, test.images, test.labels)})
@@ -208,15 +210,16 @@ SECTIONS = {"speed": section_speed, "mnist": section_mnist, "shortcut": section_
 
 
 def write_markdown(res: dict, path: Path) -> None:
-    L = [f"Machine: {res['machine']}. Command: `{res['command']}`.", ""]
+    cmds = sorted(set(res.get("section_commands", {}).values())) or [res["command"]]
+    L = [f"Machine: {res['machine']}. Commands: " + ", ".join(f"`{c}`" for c in cmds) + ".", ""]
     if "mnist_ablation" in res:
         L += ["### MNIST default model, 10 DSVs per class from noise (zero real images)", "",
-              "| setting | student acc (3 seeds) | judge LeNet | judge MLP | primal feasible | mean entropy | diversity | best cos | time | grid |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| setting | kept DSVs | student acc (3 seeds) | judge LeNet | judge MLP | primal feasible | mean entropy | diversity | best cos | time | grid |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in res["mnist_ablation"]:
             j = r["judges"]
             bc = "-" if r["best_cosine"] is None else f"{r['best_cosine']:.3f}"
-            L.append(f"| {r['name']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % | "
+            L.append(f"| {r['name']} | {r['kept']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % | "
                      f"{100 * j['mnist_lenet_judge']:.0f} % | {100 * j['mnist_mlp_judge']:.0f} % | "
                      f"{100 * r['primal_feasible']:.0f} % | {r['mean_entropy']:.3f} | {r['diversity']:.2f} | {bc} | "
                      f"{r['seconds']:.1f} s | [{r['grid']}]({r['grid']}) |")
@@ -226,7 +229,7 @@ def write_markdown(res: dict, path: Path) -> None:
             j = r.get("judges")
             js = f"{100 * j['mnist_lenet_judge']:.0f} % / {100 * j['mnist_mlp_judge']:.0f} %" if j else "-"
             dv = f"{r['diversity']:.2f}" if "diversity" in r else "-"
-            L.append(f"| {r['name']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % | {js} | {dv} |")
+            L.append(f"| {r['name']} | {r['kept']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % | {js} | {dv} |")
         e = res["entropy_curve"]
         L += ["", "Mean candidate entropy (nats) at the first and last recorded step (plot: docs/entropy_curve.png):", ""]
         for name, c in e.items():
@@ -269,6 +272,7 @@ def main() -> None:
     res["machine"] = machine()
     res["command"] = "python bench/bench_synth.py" + (f" --only {' '.join(args.only)}" if args.only != list(SECTIONS) else "")
     for name in args.only:
+        res.setdefault("section_commands", {})[name] = res["command"]
         t0 = time.perf_counter()
         SECTIONS[name](res)
         print(f"[{name}] {time.perf_counter() - t0:.0f} s", flush=True)

@@ -186,8 +186,9 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
     model, spec = _load(args.model)
     data = _dataset_for(args.data, spec)
-    if args.limit:
-        data = data.subset(torch.arange(min(args.limit, len(data))))
+    if args.limit and args.limit < len(data):
+        # a seeded random subset: bundled splits are sorted by class, so "the first N" is one class
+        data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:args.limit])
     bar = _Bar(args.steps, "rank")
 
     def cb(info: Any) -> None:
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a bundled split (mnist:train ...) or an ImageFolder path/zip")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=3000, help="at most this many solver steps (stops when converged)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N samples")
+    p.add_argument("--limit", type=int, default=0, help="use a seeded random subset of N samples")
     p.set_defaults(fn=cmd_rank)
     return ap
 

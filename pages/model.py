@@ -71,7 +71,7 @@ def _show_model(active: common.ActiveModel) -> None:
 def _show_card(card: dict[str, Any], spec: ModelSpec) -> None:
     cols = st.columns(4)
     metrics = [("Test accuracy", "test_accuracy", "{:.1%}"), ("Train accuracy", "train_accuracy", "{:.1%}"),
-               ("Stationarity cos, all params", "stationarity_cosine_all", "{:.2f}"),
+               ("Stationarity cos", "stationarity_cosine", "{:.2f}"),
                ("Stationarity cos, last layer", "stationarity_cosine_last", "{:.2f}")]
     for col, (label, key, fmt) in zip(cols, metrics):
         value = card.get(key)
@@ -79,7 +79,8 @@ def _show_card(card: dict[str, Any], spec: ModelSpec) -> None:
                    help="cos(-θ, Σ∇L) over the training data: 1 means the weights are exactly a "
                         "weighted sum of the training gradients (the KKT stationarity condition)."
                    if key.startswith("stationarity") else None)
-    cos_all = card.get("stationarity_cosine_all")
+    # the trust signal: all parameters except scale-invariant ones (older cards: all parameters)
+    cos_all = card.get("stationarity_cosine", card.get("stationarity_cosine_all"))
     strength = common.cosine_strength(cos_all)
     if strength != "unknown":
         last = card.get("stationarity_cosine_last")
@@ -122,7 +123,7 @@ def _measure_button(active: common.ActiveModel) -> None:
         card = {
             "test_accuracy": accuracy(model, test.images, test.labels),
             "train_accuracy": accuracy(model, train.images, train.labels),
-            "stationarity_cosine_all": dataset_gradient_cosine(model, train.images, train.labels),
+            "stationarity_cosine": dataset_gradient_cosine(model, train.images, train.labels, params="auto"),
             "stationarity_cosine_last": dataset_gradient_cosine(model, train.images, train.labels, params="last"),
         }
         st.session_state.setdefault("measured_cards", {})[active.label] = card

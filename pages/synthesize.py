@@ -76,7 +76,7 @@ def _show_result(result: SynthResult, names: list[str], active: common.ActiveMod
                f"{int(result.kept.sum())}/{n} kept (λ ≥ 0).")
     reading = result.trust.get("reading", "")
     common.strength_box(reading.split(" ", 1)[0] if reading else "unknown", f"**Trust reading:** {reading}")
-    card_cos = (active.card or {}).get("stationarity_cosine_all")
+    card_cos = (active.card or {}).get("stationarity_cosine", (active.card or {}).get("stationarity_cosine_all"))
     if result.trust.get("best_cosine") is not None:
         st.caption("The reading uses the best stationarity cosine this run reached; it rises with more steps "
                    "and candidates." + (f" For comparison, the model's training data reach {card_cos:.2f} "

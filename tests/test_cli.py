@@ -1,0 +1,80 @@
+"""The `dsv` command line, run as a real subprocess on the shipped MNIST model."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dsv(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dsvlib.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dsv {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_info_prints_spec_and_card() -> None:
+    out = dsv("info", "assets/models/mnist_convnet.safetensors").stdout
+    assert "architecture: convnet" in out and "classes:      10" in out
+    card = json.loads((ROOT / "assets/models/mnist_convnet.card.json").read_text())
+    assert f'"test_accuracy": {card["test_accuracy"]}' in out
+
+
+def test_info_on_a_bad_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"this is not a model")
+    proc = dsv("info", str(bad), check=False)
+    assert proc.returncode != 0
+    assert "not a model file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_synthesize_then_distill(tmp_path: Path) -> None:
+    out = tmp_path / "dsv"
+    proc = dsv("synthesize", "--model", "mnist_convnet", "--per-class", "2", "--classes", "3", "7",
+               "--steps", "4", "--seed", "1", "--out", str(out))
+    assert "trust:" in proc.stdout and "synthesize [" in proc.stderr  # progress bar on the terminal
+    arr = np.load(out / "images.npz")
+    assert arr["images"].shape == (4, 1, 28, 28) and arr["images"].dtype == np.float32
+    assert 0.0 <= arr["images"].min() and arr["images"].max() <= 1.0
+    assert arr["labels"].tolist() == [3, 3, 7, 7] and arr["lambdas"].shape == (4,)
+    assert Image.open(out / "grid.png").size[0] > 0
+    hist = json.loads((out / "history.json").read_text())
+    assert hist["step"][-1] == 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 4 and 0.0 <= metrics["primal_feasible"] <= 1.0
+    assert metrics["trust"]["reading"] and "real_data_cosine" in metrics["trust"]
+    res = dsv("distill", "--dsv", str(out), "--out", str(tmp_path / "d"), "--seeds", "1")
+    d = json.loads((tmp_path / "d" / "distill.json").read_text())
+    assert d["n_images"] == 4 and 0.0 <= d["hard_labels"]["mean"] <= 1.0
+    assert "student trained on 4 DSVs" in res.stdout
+
+
+def test_synthesize_rejects_a_class_out_of_range(tmp_path: Path) -> None:
+    proc = dsv("synthesize", "--model", "mnist_convnet", "--classes", "12", "--out", str(tmp_path), check=False)
+    assert proc.returncode != 0 and "--classes must be in 0..9" in proc.stderr
+
+
+def test_rank_writes_csv_and_grid(tmp_path: Path) -> None:
+    dsv("rank", "--model", "mnist_convnet", "--data", "mnist:test", "--limit", "200", "--steps", "200",
+        "--out", str(tmp_path))
+    rows = list(csv.DictReader(open(tmp_path / "lambdas.csv")))
+    assert len(rows) == 200
+    assert {"index", "label", "lambda", "entropy", "predicted"} <= set(rows[0])
+    assert len({r["label"] for r in rows}) == 10  # a random subset, not the first class only
+    assert all(float(r["lambda"]) >= 0 for r in rows) and any(float(r["lambda"]) > 0 for r in rows)
+    assert list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize("data", ["nope:train", "/no/such/folder"])
+def test_rank_unknown_data_is_a_clear_error(tmp_path: Path, data: str) -> None:
+    proc = dsv("rank", "--model", "mnist_convnet", "--data", data, "--out", str(tmp_path), check=False)
+    assert proc.returncode != 0 and "dsv: error:" in proc.stderr and "Traceback" not in proc.stderr
