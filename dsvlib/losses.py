@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "diversity_loss", "entropy"]
+__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "diversity_loss", "entropy"]
 
 
 def primal_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -37,6 +37,13 @@ def norm_prior(x: torch.Tensor, center: float | torch.Tensor = 0.5) -> torch.Ten
 def l1_prior(x: torch.Tensor, background: float | torch.Tensor = 0.0) -> torch.Tensor:
     """Mean |x - background| per image: a sparsity prior (strokes on an empty background)."""
     return (x - background).abs().flatten(1).mean(1)
+
+
+def binary_prior(x: torch.Tensor) -> torch.Tensor:
+    """Mean x (1 - x) per image: 0 for pure black/white pixels, pushes strokes to the pixel range's
+    ends (ink on paper).  Models with input normalisation layers are blind to contrast, so
+    without it the DSV's contrast is arbitrary."""
+    return (x * (1 - x)).flatten(1).mean(1)
 
 
 def diversity_loss(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from torch import nn
 
 from .augment import Augment
 from .kkt import flat_cosine, frozen_model, select_params, stationarity_distance, weighted_grad
-from .losses import diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
+from .losses import binary_prior, diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
 
 __all__ = [
     "SynthConfig",
@@ -57,6 +57,7 @@ class SynthConfig:
     norm: float = 0.0
     l1: float = 0.0
     background: float = 0.0  # pixel value the L1 prior pulls towards
+    binary: float = 0.0  # x (1 - x) prior: pixels at the ends of the range (ink on paper)
     diversity: float = 0.0
     anchor: float = 0.0  # L2 pull towards the init images (editing keeps structure)
     resolution: int = 1  # optimise at (H/r, W/r) and upsample: fewer high-frequency artefacts
@@ -71,7 +72,8 @@ class SynthConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {self.resolution}")
-        for name in ("lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "diversity", "anchor", "primal_weight"):
+        for name in ("lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "diversity", "anchor",
+                     "primal_weight"):
             v = getattr(self, name)
             if not (v >= 0 and v == v and v != float("inf")):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
@@ -254,7 +256,7 @@ def synthesize(
         views.insert(0, (1.0, False))
 
     hist: dict[str, list] = {k: [] for k in ("step", "time", "total", "stationarity", "primal", "tv", "norm", "l1",
-                                             "diversity", "anchor", "cosine", "kept", "entropy", "target_prob",
+                                             "binary", "diversity", "anchor", "cosine", "kept", "entropy", "target_prob",
                                              "lambdas")}
     dropped_at: dict[int, int] = {}
     best_cos = -1.0
@@ -287,6 +289,7 @@ def synthesize(
                 "tv": (config.tv, lambda: total_variation(x).mean()),
                 "norm": (config.norm, lambda: norm_prior(x).mean()),
                 "l1": (config.l1, lambda: l1_prior(x, config.background).mean()),
+                "binary": (config.binary, lambda: binary_prior(x).mean()),
                 "diversity": (config.diversity, lambda: diversity_loss(x, hard)),
                 "anchor": (config.anchor, lambda: ((x - anchor) ** 2).mean() if anchor is not None else x.new_zeros(())),
             }
@@ -323,7 +326,7 @@ def synthesize(
                     probs = F.softmax(lg, 1)
                     hist["step"].append(step)
                     hist["time"].append(time.perf_counter() - t0)
-                    for k in ("total", "stationarity", "primal", "tv", "norm", "l1", "diversity", "anchor"):
+                    for k in ("total", "stationarity", "primal", "tv", "norm", "l1", "binary", "diversity", "anchor"):
                         hist[k].append(terms[k])
                     hist["cosine"].append(cos_step)
                     hist["kept"].append(int(kept.sum()))

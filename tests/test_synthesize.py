@@ -233,3 +233,12 @@ def test_flat_cosine_known_values() -> None:
     assert float(flat_cosine(a, [torch.tensor([2.0, 0.0]), torch.tensor([0.0])])) == pytest.approx(1.0)
     assert float(flat_cosine(a, [torch.tensor([0.0, 3.0]), torch.tensor([0.0])])) == pytest.approx(0.0)
     assert float(flat_cosine(a, [torch.tensor([-1.0, 0.0]), torch.tensor([0.0])])) == pytest.approx(-1.0)
+
+
+def test_binary_prior_pushes_pixels_to_the_ends() -> None:
+    cfg = replace(FAST, steps=40, stationarity="none", primal_weight=0.0, augment=None, tv=0.0, binary=5.0, lr=0.05)
+    init = torch.full((2, 1, 8, 8), 0.5) + 0.1 * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    res = synthesize(tiny_model(), torch.tensor([0, 1]), cfg, init=init.clamp(0, 1))
+    before = float((init * (1 - init)).mean())
+    after = float((res.images * (1 - res.images)).mean())
+    assert after < 0.5 * before
