@@ -270,7 +270,8 @@ def test_real_mnist_model_selection_is_meaningful(mnist_selection):
     the most of the solution (top alpha) are the uncertain ones; every class has support."""
     _, _, res = mnist_selection
     assert res.converged
-    assert res.uniform_cosine < 0.3 and res.cosine > 0.8
+    # 300 of the 4,000 training digits: equal multipliers explain the weights poorly, fitted ones well
+    assert res.uniform_cosine < 0.4 and res.cosine > max(0.6, 2 * res.uniform_cosine)
     top = top_per_class(res, 3, by="alpha")
     bottom = bottom_per_class(res, 3, by="alpha")
     assert res.entropy[top].mean() > 3 * res.entropy[bottom].mean()
