@@ -169,7 +169,9 @@ def test_colour_model_synthesis_and_edit_run() -> None:
     at.button(key="synth_run").click().run()
     _no_failure(at)
     result = at.session_state["synth_result"]["result"]
-    assert tuple(result.images.shape) == (1, 3, 32, 32) and result.config.augment.flip == 0.5
+    natural = dsvlib.default_config("natural")
+    assert tuple(result.images.shape) == (1, 3, 32, 32)
+    assert (result.config.init_mean, result.config.l1, result.config.tv) == (natural.init_mean, natural.l1, natural.tv)
     assert [c for img in at.image for c in img.captions][0].startswith("triangle · λ=")
 
     at = page_app("edit").run()
