@@ -251,10 +251,10 @@ def strength_box(strength: str, text: str) -> None:
 
 
 def cosine_strength(cosine: float | None) -> str:
-    """The same thresholds as :func:`dsvlib.synthesize.trust_reading`."""
-    if cosine is None or cosine != cosine:
-        return "unknown"
-    return "strong" if cosine >= 0.5 else "partial" if cosine >= 0.2 else "weak"
+    """The library's thresholds (:func:`dsvlib.synthesize.trust_strength`)."""
+    from dsvlib.synthesize import trust_strength
+
+    return trust_strength(cosine)
 
 
 # --------------------------------------------------------------------------- progress

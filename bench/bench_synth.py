@@ -227,13 +227,13 @@ def write_markdown(res: dict, path: Path) -> None:
                      f"{100 * j['mnist_lenet_judge']:.0f} % | {100 * j['mnist_mlp_judge']:.0f} % | "
                      f"{100 * r['primal_feasible']:.0f} % | {r['mean_entropy']:.3f} | {r['diversity']:.2f} | {bc} | "
                      f"{r['seconds']:.1f} s | [{r['grid']}]({r['grid']}) |")
-        L += ["", "Baselines, same protocol, same run:", "", "| setting | student acc | judges (LeNet / MLP) | diversity |",
-              "| --- | --- | --- | --- |"]
+        L += ["", "Baselines, same protocol, same run:", "", "| setting | images | student acc | judges (LeNet / MLP) | diversity |",
+              "| --- | --- | --- | --- | --- |"]
         for r in res["mnist_baselines"]:
             j = r.get("judges")
             js = f"{100 * j['mnist_lenet_judge']:.0f} % / {100 * j['mnist_mlp_judge']:.0f} %" if j else "-"
             dv = f"{r['diversity']:.2f}" if "diversity" in r else "-"
-            L.append(f"| {r['name']} | {r['kept']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % | {js} | {dv} |")
+            L.append(f"| {r['name']} | {r['n']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % | {js} | {dv} |")
         e = res["entropy_curve"]
         L += ["", "Mean candidate entropy (nats) at the first and last recorded step (plot: docs/entropy_curve.png):", ""]
         for name, c in e.items():
@@ -268,7 +268,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", default=list(SECTIONS), choices=list(SECTIONS))
     ap.add_argument("--tag", default="synth")
+    ap.add_argument("--render-only", action="store_true", help="rewrite <tag>.md from <tag>.json")
     args = ap.parse_args()
+    if args.render_only:
+        write_markdown(json.loads((RESULTS / f"{args.tag}.json").read_text()), RESULTS / f"{args.tag}.md")
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     DOCS.mkdir(exist_ok=True)
     jpath = RESULTS / f"{args.tag}.json"

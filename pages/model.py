@@ -20,7 +20,7 @@ INTRO = (
 TRUST_TEXT = {
     "strong": "the weights are close to a weighted sum of training gradients, so DeepKKT can recover "
               "what the model learned: the DSVs are trustworthy.",
-    "partial": "stationarity holds in part (typical of SGD with weight decay): DSVs show the class "
+    "partial": "stationarity holds in part: DSVs show the class "
                "features the model relies on; read their fine detail with care.",
     "weak": "stationarity barely holds (typical of training without weight decay, e.g. plain Adam): read "
             "DSVs as class visualisations rather than support vectors.",
