@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import logging
 import re
 import tempfile
@@ -138,22 +137,17 @@ def image_from_upload(data: bytes, filename: str, spec: ModelSpec) -> torch.Tens
 
     Raises ``ValueError`` naming the file when it is not a readable image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from dsvlib.data import read_image
 
     name = Path(filename).name
     if not data:
         raise ValueError(f"{name} is empty, not an image")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("L" if spec.in_channels == 1 else "RGB")
-            h, w = spec.image_size
-            arr = np.asarray(im.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{name} is not a readable image ({type(e).__name__}: {e}); upload a PNG or JPG") from None
     if spec.in_channels not in (1, 3):
         raise ValueError(f"the model takes {spec.in_channels} channels; only 1 (grey) or 3 (RGB) images can be uploaded")
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(arr.copy())[None]
+    try:
+        return read_image(data, channels=spec.in_channels, size=spec.image_size, name=name)[None]
+    except ValueError as e:
+        raise ValueError(f"{e}; upload a PNG or JPG") from None
 
 
 def set_uploaded_model(label: str, model: Classifier, spec: ModelSpec, file_id: str) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "load_shortcut",
     "paste_mark",
     "load_image_folder",
+    "read_image",
     "SHORTCUT_CLASSES",
     "SHORTCUT_CLASS",
     "MARK_BOX",
@@ -184,15 +185,17 @@ def load_shortcut(split: str = "train") -> Dataset:
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def _to_tensor(data: bytes, channels: int, size: tuple[int, int], name: str) -> torch.Tensor:
+def read_image(data: bytes, *, channels: int, size: tuple[int, int], name: str = "image") -> torch.Tensor:
+    """Encoded image bytes (PNG, JPG, ...) as a (C, H, W) float tensor in [0, 1], converted to
+    grey (1 channel) or RGB (3) and resized to ``size``; ``ValueError`` naming ``name`` otherwise."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ValueError(f"{name} is not a readable image: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{name} is not a readable image ({type(e).__name__}: {e})") from None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return torch.from_numpy(arr.copy())
 
@@ -234,7 +237,7 @@ def load_image_folder(path: str | os.PathLike, *, channels: int, image_size: int
     if unknown:
         raise ValueError(f"folders {unknown} are not among the classes {list(names)}")
     entries.sort(key=lambda e: (names.index(e[0]), e[1]))
-    x = torch.stack([_to_tensor(b, channels, size, n) for _, n, b in entries])
+    x = torch.stack([read_image(b, channels=channels, size=size, name=n) for _, n, b in entries])
     y = torch.tensor([names.index(c) for c, _, _ in entries], dtype=torch.long)
     return Dataset(x, y, names, str(path))
 
