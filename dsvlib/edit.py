@@ -16,8 +16,10 @@ __all__ = ["EditResult", "edit", "default_edit_config"]
 
 
 def default_edit_config(kind: str = "digits", **overrides) -> SynthConfig:
-    """Synthesis defaults with an anchor to the original, fewer steps and a gentler step size."""
-    base = default_config(kind, steps=150, lr=0.02, anchor=2.0, l1=0.0, tv=0.3, diversity=0.0)
+    """Synthesis defaults with an anchor to the original, fewer steps and a gentler step size; no
+    centre prior or stretch (an edit keeps the original's framing and brightness)."""
+    base = default_config(kind, steps=150, lr=0.02, anchor=2.0, l1=0.0, tv=0.3, diversity=0.0, centre=0.0,
+                          stretch=False)
     return replace(base, **overrides)
 
 

@@ -170,6 +170,11 @@ def test_model_page_upload_of_a_non_model_shows_an_error(server: Server) -> None
 
         expected = cosine_strength(dsvlib.load_card("mnist_convnet")["stationarity_cosine"])
         expect(page.get_by_text(f"Trust: {expected}.")).to_be_visible()
+        # The card's metrics and the spec table are drawn (not left as loading placeholders).
+        card = dsvlib.load_card("mnist_convnet")
+        expect(page.get_by_test_id("stMetricValue").first).to_have_text(f"{card['test_accuracy']:.1%}")
+        expect(page.get_by_test_id("stTable").get_by_text("convnet", exact=True)).to_be_visible()
+        _settle(page)
         _shot(page, "model.png")
         page.locator("input[type=file]").set_input_files(
             files=[{"name": "notes.safetensors", "mimeType": "application/octet-stream",

@@ -242,3 +242,55 @@ def test_binary_prior_pushes_pixels_to_the_ends() -> None:
     before = float((init * (1 - init)).mean())
     after = float((res.images * (1 - res.images)).mean())
     assert after < 0.5 * before
+
+
+def test_reseed_keeps_the_requested_count() -> None:
+    # the same run as test_dual_feasibility_invariant, but dropped candidates restart from noise
+    cfg = replace(FAST, steps=40, lr_lambda=2.0, lambda_init=0.05, augment=None)
+    targets = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    plain = synthesize(tiny_model(), targets, cfg)
+    assert not plain.kept.all()  # this setting does drop candidates...
+    res = synthesize(tiny_model(), targets, replace(cfg, reseed=1.0))
+    assert res.kept.all() and res.trust["dropped"] == {}  # ...and reseeding keeps every one
+    assert res.trust["reseeded"], "nothing was reseeded"
+    assert all(steps == sorted(steps) and steps[-1] < cfg.steps for steps in res.trust["reseeded"].values())
+    assert (res.lambdas >= 0).all()
+    # reseeding only before the cut-off: afterwards candidates are dropped as usual
+    late = synthesize(tiny_model(), targets, replace(cfg, reseed=0.05))
+    cut = int(0.05 * cfg.steps)
+    assert all(s < cut for steps in late.trust["reseeded"].values() for s in steps)
+    assert all(step >= cut for step in late.trust["dropped"].values())
+
+
+def test_stretch_fixes_each_candidates_brightest_pixel_at_one() -> None:
+    cfg = replace(FAST, steps=20, augment=None, l1=2.0, init_mean=0.0)
+    dim = synthesize(tiny_model(), torch.tensor([0, 1, 2]), cfg)
+    assert float(dim.images.amax(dim=(1, 2, 3)).min()) < 0.99  # the L1 prior dims the plain run
+    res = synthesize(tiny_model(), torch.tensor([0, 1, 2]), replace(cfg, stretch=True))
+    assert torch.allclose(res.images.amax(dim=(1, 2, 3)), torch.ones(3))
+
+
+def test_centre_prior_moves_ink_to_the_centre() -> None:
+    from dsvlib.losses import centre_prior
+
+    ring = torch.zeros(1, 1, 8, 8)
+    ring[..., 0, :] = ring[..., -1, :] = 1
+    dot = torch.zeros(1, 1, 8, 8)
+    dot[..., 3:5, 3:5] = 1
+    assert float(centre_prior(dot)) < float(centre_prior(ring))
+    cfg = replace(FAST, steps=40, stationarity="none", primal_weight=0.0, augment=None, tv=0.0, centre=5.0)
+    init = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    res = synthesize(tiny_model(), torch.tensor([0, 1]), cfg, init=init)
+    border = torch.ones(8, 8, dtype=torch.bool)
+    border[2:6, 2:6] = False
+    assert float(res.images[..., border].mean()) < 0.5 * float(init[..., border].mean())
+
+
+def test_lr_decay_reaches_zero_step() -> None:
+    cfg = replace(FAST, steps=10, augment=None, lr_decay=True)
+    seen = []
+    synthesize(tiny_model(), torch.tensor([0, 1]), cfg, callback=lambda info: seen.append(info.images()))
+    # the last update runs at a (cosine) learning rate of ~0: the final two states barely differ
+    first = float((seen[1] - seen[0]).abs().max())
+    last = float((seen[-1] - seen[-2]).abs().max())
+    assert last < 0.1 * first
