@@ -31,13 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dsvlib.augment import Augment  # noqa: E402
 from dsvlib.data import load_dataset  # noqa: E402
 from dsvlib.io import load_model  # noqa: E402
 from dsvlib.kkt import frozen_model, select_params  # noqa: E402
-from dsvlib.models import build_classifier  # noqa: E402
 from dsvlib.select import _Gradients, classwise_correlation, fit_lambdas, top_per_class  # noqa: E402
-from dsvlib.train import FitConfig, accuracy, fit  # noqa: E402
+from dsvlib.evaluate import STUDENT_FIT, distill  # noqa: E402
+from dsvlib.train import accuracy  # noqa: E402
 
 METHODS = ("random", "lambda", "alpha", "entropy")
 METHOD_TEXT = {
@@ -46,12 +45,6 @@ METHOD_TEXT = {
     "alpha": "top alpha = lambda x norm(dL/dlogits)",
     "entropy": "top predictive entropy (no KKT; a baseline)",
 }
-
-
-def student_config(n: int) -> FitConfig:
-    """The retraining protocol: Adam 1e-3, no weight decay, >= 300 steps, light translation/crop."""
-    return FitConfig(epochs=1, batch_size=min(64, n), optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="cosine",
-                     augment=Augment(translate=0.1, crop=0.1, cutout=0.0, flip=0.0, noise=0.0), min_steps=300)
 
 
 def machine() -> str:
@@ -244,10 +237,8 @@ def main(argv: list[str] | None = None) -> None:
                     idx = torch.cat([order[train.labels[order] == c][:k] for c in range(train.num_classes)])
                 else:
                     idx = top_per_class(res, k, by=method)
-                torch.manual_seed(1000 + s)
-                student = build_classifier(spec)
-                fit(student, train.images[idx], train.labels[idx], student_config(len(idx)), seed=s)
-                accs.append(accuracy(student, test.images, test.labels))
+                # the engine's distillation protocol (dsvlib.evaluate.STUDENT_FIT), one student per sample draw
+                accs.append(distill(train.images[idx], train.labels[idx], spec, test, seeds=(s,)).mean)
                 ents.append(float(res.entropy[idx].mean()))
                 print(f"  {k}/class {method:8s} seed {s}: {pct(accs[-1])} %", flush=True)
             coreset.setdefault(str(k), {})[method] = {
@@ -257,8 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     out["coreset"] = coreset
     out["coreset_seconds"] = time.perf_counter() - t_core
     out["student_protocol"] = {k: (v.__dict__ if hasattr(v, "__dict__") else v)
-                               for k, v in student_config(64).__dict__.items()}
-    out["student_protocol"]["batch_size"] = "min(64, N)"
+                               for k, v in STUDENT_FIT.__dict__.items()}
     out["train_threads"] = args.train_threads
 
     dest = Path(args.out)
@@ -364,7 +354,7 @@ def render(o: dict, args: argparse.Namespace) -> str:
     sp = o["student_protocol"]
     L.append(f"Test accuracy (%) on the {o['test_size']} test images, mean +- std over {args.seeds} seeds "
              f"(seed = student init + batch order; random subsets also change with the seed). Student: a fresh "
-             f"`{o['model']}` architecture, Adam lr {sp['lr']}, weight decay {sp['weight_decay']}, batch min(64, N), "
+             f"`{o['model']}` architecture, the engine's distillation protocol (`dsvlib.evaluate.STUDENT_FIT`): Adam lr {sp['lr']}, weight decay {sp['weight_decay']}, batch min(64, N), "
              f">= {sp['min_steps']} steps, cosine schedule, translation 0.1 + crop 0.1 augmentation. "
              f"Coreset phase: {o['coreset_seconds'] / 60:.1f} min.\n")
 
