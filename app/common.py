@@ -244,6 +244,12 @@ def strength_box(strength: str, text: str) -> None:
         st.warning(text, icon=":material/warning:")
 
 
+def card_cosine(card: dict | None) -> float | None:
+    """A model card's trust cosine: all parameters except scale-invariant ones (older cards: all)."""
+    card = card or {}
+    return card.get("stationarity_cosine", card.get("stationarity_cosine_all"))
+
+
 def cosine_strength(cosine: float | None) -> str:
     """The library's thresholds (:func:`dsvlib.synthesize.trust_strength`)."""
     from dsvlib.synthesize import trust_strength

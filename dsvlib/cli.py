@@ -108,7 +108,6 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         "trust": res.trust, "class_names": list(spec.class_names),
     }
     if args.real:
-        from .data import load_dataset
         from .kkt import dataset_gradient_cosine
 
         real = _dataset_for(args.real, spec)

@@ -190,6 +190,11 @@ def trust_reading(cosine: float) -> str:
             "not as support vectors.")
 
 
+# the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
+_PRIORS = ("tv", "norm", "l1", "binary", "centre", "diversity", "anchor")
+_LOSS_TERMS = ("total", "stationarity", "primal", *_PRIORS)
+
+
 def _gaussian_kernel(sigma: float, channels: int, device: torch.device) -> torch.Tensor:
     radius = max(1, math.ceil(2.5 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
@@ -260,6 +265,11 @@ def synthesize(
     c, h, w = input_shape
     r = config.resolution
     gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def noise(k: int) -> torch.Tensor:
+        """k seeded noise candidates at the optimised resolution (the init, and reseeding)."""
+        return (config.init_mean + config.init_noise * torch.randn(k, c, h // r, w // r, generator=gen)).clamp(0, 1)
+
     if init is not None:
         init = torch.as_tensor(init, dtype=torch.float32)
         if init.shape != (n, c, h, w):
@@ -270,7 +280,7 @@ def synthesize(
         if r > 1:
             x0 = F.avg_pool2d(x0, r)
     else:
-        x0 = (config.init_mean + config.init_noise * torch.randn(n, c, h // r, w // r, generator=gen)).clamp(0, 1)
+        x0 = noise(n)
     x_param = x0.clone().to(device).requires_grad_(True)
     anchor = init.to(device) if (init is not None and config.anchor > 0) else None
     lam = torch.full((n,), float(config.lambda_init), device=device, requires_grad=True)
@@ -301,16 +311,11 @@ def synthesize(
     if config.clean_view and augmenting:
         views.insert(0, (1.0, False))
 
-    hist: dict[str, list] = {k: [] for k in ("step", "time", "total", "stationarity", "primal", "tv", "norm", "l1",
-                                             "binary", "centre", "diversity", "anchor", "cosine", "kept", "entropy", "target_prob",
-                                             "lambdas")}
+    hist: dict[str, list] = {k: [] for k in ("step", "time", *_LOSS_TERMS, "cosine", "kept", "entropy",
+                                             "target_prob", "lambdas")}
     dropped_at: dict[int, int] = {}
     reseeded: dict[int, list[int]] = {}
     reseed_until = int(config.reseed * config.steps)
-
-    def fresh(rows: torch.Tensor) -> torch.Tensor:
-        z = config.init_mean + config.init_noise * torch.randn(len(rows), c, h // r, w // r, generator=gen)
-        return z.clamp(0, 1).to(device)
     best_cos = -1.0
     t0 = time.perf_counter()
     steps_run = 0
@@ -337,16 +342,18 @@ def synthesize(
                 stat_sum += float(stat.detach())
                 primal_sum += float(prim.detach())
             terms["stationarity"], terms["primal"] = stat_sum, primal_sum
-            prior_terms = {
-                "tv": (config.tv, lambda: total_variation(x).mean()),
-                "norm": (config.norm, lambda: norm_prior(x).mean()),
-                "l1": (config.l1, lambda: l1_prior(x, config.background).mean()),
-                "binary": (config.binary, lambda: binary_prior(x).mean()),
-                "centre": (config.centre, lambda: centre_prior(x).mean()),
-                "diversity": (config.diversity, lambda: diversity_loss(x, hard)),
-                "anchor": (config.anchor, lambda: ((x - anchor) ** 2).mean() if anchor is not None else x.new_zeros(())),
+            # weight = the config field of the same name
+            prior_fns = {
+                "tv": lambda: total_variation(x).mean(),
+                "norm": lambda: norm_prior(x).mean(),
+                "l1": lambda: l1_prior(x, config.background).mean(),
+                "binary": lambda: binary_prior(x).mean(),
+                "centre": lambda: centre_prior(x).mean(),
+                "diversity": lambda: diversity_loss(x, hard),
+                "anchor": lambda: ((x - anchor) ** 2).mean() if anchor is not None else x.new_zeros(()),
             }
-            for name, (wt, fn) in prior_terms.items():
+            for name in _PRIORS:
+                wt, fn = getattr(config, name), prior_fns[name]
                 if wt > 0:
                     val = fn()
                     total = total + wt * val
@@ -375,9 +382,9 @@ def synthesize(
                     rows = torch.nonzero(newly).flatten()
                     for i in rows.tolist():
                         reseeded.setdefault(i, []).append(step)
-                    x_param[rows] = fresh(rows)
+                    x_param[rows] = noise(len(rows)).to(device)
                     lam[rows] = float(config.lambda_init)
-                    for p_, st in opt.state.items():
+                    for st in opt.state.values():
                         for key in ("exp_avg", "exp_avg_sq"):
                             if key in st:
                                 st[key][rows] = 0.0
@@ -397,8 +404,7 @@ def synthesize(
                     probs = F.softmax(lg, 1)
                     hist["step"].append(step)
                     hist["time"].append(time.perf_counter() - t0)
-                    for k in ("total", "stationarity", "primal", "tv", "norm", "l1", "binary", "centre", "diversity",
-                              "anchor"):
+                    for k in _LOSS_TERMS:
                         hist[k].append(terms[k])
                     hist["cosine"].append(cos_step)
                     hist["kept"].append(int(kept.sum()))

@@ -79,8 +79,7 @@ def _show_card(card: dict[str, Any], spec: ModelSpec) -> None:
                    help="cos(-θ, Σ∇L) over the training data: 1 means the weights are exactly a "
                         "weighted sum of the training gradients (the KKT stationarity condition)."
                    if key.startswith("stationarity") else None)
-    # the trust signal: all parameters except scale-invariant ones (older cards: all parameters)
-    cos_all = card.get("stationarity_cosine", card.get("stationarity_cosine_all"))
+    cos_all = common.card_cosine(card)
     strength = common.cosine_strength(cos_all)
     if strength != "unknown":
         last = card.get("stationarity_cosine_last")

@@ -32,7 +32,8 @@ def synthesize_page() -> None:
     # the benchmarked recipe: 10 per class x 300 steps (about 30 s for 10 classes on 2 CPU cores)
     per_class = int(c1.number_input("Images per class", 1, 50, 10, key="synth_per_class"))
     steps = int(c2.number_input("Steps", 1, 5000, default_config(active.kind).steps, step=10, key="synth_steps",
-                                help="About 150 steps give recognisable digits; quality keeps improving to ~600."))
+                                help="The default is the benchmarked recipe (BENCHMARKS.md); short runs give rougher "
+                                     "DSVs and a weaker trust reading."))
     seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key="synth_seed"))
     with st.expander("Advanced"):
         a1, a2 = st.columns(2)
@@ -77,7 +78,7 @@ def _show_result(result: SynthResult, names: list[str], active: common.ActiveMod
                f"{int(result.kept.sum())}/{n} kept (λ ≥ 0).")
     reading = result.trust.get("reading", "")
     common.strength_box(reading.split(" ", 1)[0] if reading else "unknown", f"**Trust reading:** {reading}")
-    card_cos = (active.card or {}).get("stationarity_cosine", (active.card or {}).get("stationarity_cosine_all"))
+    card_cos = common.card_cosine(active.card)
     if result.trust.get("best_cosine") is not None:
         st.caption("The reading uses the best stationarity cosine this run reached; it rises with more steps "
                    "and candidates." + (f" For comparison, the model's training data reach {card_cos:.2f} "
