@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-LOSS_TERMS = ("total", "stationarity", "primal", "tv", "l1", "norm", "diversity", "anchor")
+from dsvlib.synthesize import LOSS_TERMS
 
 
 def synthesis_history(history: dict[str, list]) -> go.Figure:

@@ -44,14 +44,14 @@ def machine() -> str:
             + ("CUDA " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"))
 
 
-FINAL = "final recipe: cosine + priors + stretch, no augmentation"
+FINAL = "final recipe: + reseeding dropped candidates in the first half"
 SYNTH_SEEDS = (0, 1, 2)
 
 
 def ablation_configs() -> dict[str, SynthConfig]:
     final = default_config("digits")
     bare = replace(final, augment=None, tv=0.0, l1=0.0, norm=0.0, centre=0.0, binary=0.0, diversity=0.0,
-                   stretch=False, reseed=0.0, resolution=1)
+                   stretch=False, reseed=0.0, resolution=1, jitter=None)
     tv_l1 = replace(bare, tv=final.tv, l1=final.l1)
     return {
         "primal only": replace(bare, stationarity="none"),
@@ -62,6 +62,7 @@ def ablation_configs() -> dict[str, SynthConfig]:
         f"+ priors TV {final.tv:g}, L1 {final.l1:g} (session-1 recipe)": tv_l1,
         f"+ centre prior {final.centre:g}": replace(tv_l1, centre=final.centre),
         "+ stretch (brightest pixel = 1)": replace(tv_l1, centre=final.centre, stretch=True),
+        f"+ jitter view (paper's augmentations, cross-entropy, weight {final.jitter_weight:g})": replace(final, reseed=0.0),
         FINAL: final,
     }
 

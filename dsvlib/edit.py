@@ -17,9 +17,10 @@ __all__ = ["EditResult", "edit", "default_edit_config"]
 
 def default_edit_config(kind: str = "digits", **overrides) -> SynthConfig:
     """Synthesis defaults with an anchor to the original, fewer steps and a gentler step size; no
-    centre prior or stretch (an edit keeps the original's framing and brightness)."""
+    centre prior, stretch, jitter view or reseeding (an edit keeps the original's framing and
+    brightness, and is never restarted from noise)."""
     base = default_config(kind, steps=150, lr=0.02, anchor=2.0, l1=0.0, tv=0.3, diversity=0.0, centre=0.0,
-                          stretch=False)
+                          stretch=False, jitter=None, reseed=0.0)
     return replace(base, **overrides)
 
 

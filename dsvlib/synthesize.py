@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augment
-from .kkt import flat_cosine, frozen_model, select_params, stationarity_distance, weighted_grad
+from .kkt import flat_cosine, frozen_model, per_sample_loss, select_params, stationarity_distance, weighted_grad
 from .losses import binary_prior, centre_prior, diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "trust_reading",
     "trust_strength",
     "frozen_model",
+    "LOSS_TERMS",
 ]
 
 
@@ -57,6 +58,8 @@ class SynthConfig:
     augment: Augment | None = field(default_factory=Augment)
     eta: float = 5.0  # weight of the augmented copy (manifold condition)
     clean_view: bool = False  # also add L_kkt on the un-augmented x (paper: L(X) + eta L(AX))
+    jitter: Augment | None = None  # robustness view: cross-entropy on a freshly augmented copy, no stationarity on it
+    jitter_weight: float = 1.0
     tv: float = 0.0
     norm: float = 0.0
     l1: float = 0.0
@@ -83,7 +86,7 @@ class SynthConfig:
         if self.resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {self.resolution}")
         for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "diversity",
-                     "anchor", "primal_weight"):
+                     "anchor", "primal_weight", "jitter_weight"):
             v = getattr(self, name)
             if not (v >= 0 and v == v and v != float("inf")):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
@@ -102,13 +105,19 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     ``digits`` (light strokes on a dark background, e.g. MNIST): TV 3, L1 sparsity 1 towards a
     black background, a centre prior 8 (ink far from the centre costs more: digits are framed),
     ``stretch`` (each candidate's brightest pixel is held at 1, so a contrast-blind model's free
-    scale cannot dim the strokes away), init around 0.  Against the TV + L1 recipe alone, the
-    centre prior and the stretch turned stroke textures into readable digits (bench ablation).
+    scale cannot dim the strokes away), init around 0; a ``jitter`` view with the paper's
+    augmentations (weight 0.5: an augmented copy must be its class too, under cross-entropy and
+    without the stationarity term, whose cosine augmentation breaks) and ``reseed`` 0.5 (a
+    candidate dropped in the first half restarts from noise, so about the requested count
+    survives).  Against the TV + L1 recipe alone, the centre prior and the stretch turned stroke
+    textures into readable digits; the jitter view made them readable to judges of other
+    architectures (bench ablation).
     ``natural`` (colour images): TV 1, no sparsity prior, init around 0.5.
     """
     common = dict(steps=300, lr=0.05, lr_lambda=0.1, init_noise=0.3, augment=None)
     if kind == "digits":
-        cfg = SynthConfig(tv=3.0, l1=1.0, background=0.0, centre=8.0, stretch=True, init_mean=0.0, **common)
+        cfg = SynthConfig(tv=3.0, l1=1.0, background=0.0, centre=8.0, stretch=True, init_mean=0.0,
+                          jitter=PAPER_AUGMENT, jitter_weight=0.5, reseed=0.5, **common)
     elif kind == "natural":
         cfg = SynthConfig(tv=1.0, l1=0.0, init_mean=0.5, **common)
     else:
@@ -192,7 +201,7 @@ def trust_reading(cosine: float) -> str:
 
 # the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "diversity", "anchor")
-_LOSS_TERMS = ("total", "stationarity", "primal", *_PRIORS)
+LOSS_TERMS = ("total", "stationarity", "primal", "jitter", *_PRIORS)
 
 
 def _gaussian_kernel(sigma: float, channels: int, device: torch.device) -> torch.Tensor:
@@ -306,12 +315,13 @@ def synthesize(
         return x
 
     augmenting = config.augment is not None and config.augment.enabled
+    jittering = config.jitter is not None and config.jitter.enabled
     # (weight, augmented?) per view: the augmented copy carries eta (manifold condition)
     views: list[tuple[float, bool]] = [(config.eta, True)] if augmenting else [(1.0, False)]
     if config.clean_view and augmenting:
         views.insert(0, (1.0, False))
 
-    hist: dict[str, list] = {k: [] for k in ("step", "time", *_LOSS_TERMS, "cosine", "kept", "entropy",
+    hist: dict[str, list] = {k: [] for k in ("step", "time", *LOSS_TERMS, "cosine", "kept", "entropy",
                                              "target_prob", "lambdas")}
     dropped_at: dict[int, int] = {}
     reseeded: dict[int, list[int]] = {}
@@ -342,6 +352,14 @@ def synthesize(
                 stat_sum += float(stat.detach())
                 primal_sum += float(prim.detach())
             terms["stationarity"], terms["primal"] = stat_sum, primal_sum
+            terms["jitter"] = 0.0
+            if jittering and kept.any():
+                # robustness: a shifted, rescaled, partly cut-out copy must be its class too, with
+                # confidence (cross-entropy, not the hinge); one forward and backward, no second
+                # derivative.  Adversarial textures fail this, strokes that any reader sees pass.
+                jit = per_sample_loss(work(config.jitter(x, aug_gen)), y)[kept].mean()
+                total = total + config.jitter_weight * jit
+                terms["jitter"] = float(jit.detach())
             # weight = the config field of the same name
             prior_fns = {
                 "tv": lambda: total_variation(x).mean(),
@@ -404,7 +422,7 @@ def synthesize(
                     probs = F.softmax(lg, 1)
                     hist["step"].append(step)
                     hist["time"].append(time.perf_counter() - t0)
-                    for k in _LOSS_TERMS:
+                    for k in LOSS_TERMS:
                         hist[k].append(terms[k])
                     hist["cosine"].append(cos_step)
                     hist["kept"].append(int(kept.sum()))

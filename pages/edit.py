@@ -4,7 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, common
-from dsvlib.synthesize import default_config, synthesize
+from dsvlib.edit import default_edit_config
+from dsvlib.synthesize import synthesize
 from dsvlib.train import predict
 
 RESULT_KEY = "edit_result"
@@ -59,7 +60,7 @@ def edit_page() -> None:
 
     if st.button("Run edit", type="primary", key="edit_run"):
         target = names.index(target_name)
-        cfg = default_config(active.kind, steps=steps, anchor=anchor, lr=lr)
+        cfg = default_edit_config(active.kind, steps=steps, anchor=anchor, lr=lr)
         progress = common.LiveProgress(steps, preview_every=10, ncol=1)
         try:
             with common.shown_errors("Editing"):
