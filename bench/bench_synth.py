@@ -44,7 +44,7 @@ def machine() -> str:
             + ("CUDA " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"))
 
 
-FINAL = "final recipe: + reseeding dropped candidates in the first half"
+FINAL = "final recipe: + reseeding candidates dropped in the first 15 % of the steps"
 SYNTH_SEEDS = (0, 1, 2)
 
 
