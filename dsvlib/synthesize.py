@@ -109,9 +109,9 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     augmentations (weight 1: an augmented copy must be its class too, under cross-entropy and
     without the stationarity term, whose cosine augmentation breaks) and ``reseed`` 0.15 (a
     candidate dropped in the first 15 % of the steps restarts from noise; later restarts would
-    have too few steps left to become readable).  Against the TV + L1 recipe alone, the centre prior and the stretch turned stroke
-    textures into readable digits; the jitter view made them readable to judges of other
-    architectures (bench ablation).
+    have too few steps left to become readable).  Against the TV + L1 recipe alone, the centre
+    prior and the stretch turned stroke textures into readable digits; the jitter view made them
+    readable to judges of other architectures (bench ablation).
     ``natural`` (colour images): TV 1, no sparsity prior, init around 0.5.
     """
     common = dict(steps=300, lr=0.05, lr_lambda=0.1, init_noise=0.3, augment=None)

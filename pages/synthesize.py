@@ -29,7 +29,7 @@ def synthesize_page() -> None:
     # Class widgets are keyed by model: another model's class names are not valid options here.
     chosen = st.multiselect("Classes", names, default=names, key=f"synth_classes:{active.label}")
     c1, c2, c3 = st.columns(3)
-    # the benchmarked recipe: 10 per class x 300 steps (about 30 s for 10 classes on 2 CPU cores)
+    # the benchmarked recipe: 10 per class x 300 steps (about 55 s for 10 classes on 2 CPU cores)
     per_class = int(c1.number_input("Images per class", 1, 50, 10, key="synth_per_class"))
     steps = int(c2.number_input("Steps", 1, 5000, default_config(active.kind).steps, step=10, key="synth_steps",
                                 help="The default is the benchmarked recipe (BENCHMARKS.md); short runs give rougher "
