@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import io
 import logging
 import re
 import tempfile
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -22,7 +24,7 @@ import torch
 
 import dsvlib
 from dsvlib import Classifier, ModelFileError, ModelSpec
-from dsvlib.data import BUNDLED, Dataset, load_dataset
+from dsvlib.data import Dataset, load_dataset
 
 log = logging.getLogger("dsv_studio")
 
@@ -35,7 +37,19 @@ DISPLAY_PX = 96  # images are upscaled (nearest) to about this size: 28x28 digit
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def available_devices() -> list[str]:
+    """Each visible CUDA GPU first (the fastest choice), then the CPU."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i}" for i in range(n)] + ["cpu"]
+
+
+def device_label(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"GPU {device.split(':')[-1]}: {torch.cuda.get_device_name(torch.device(device))}"
+    return f"CPU ({torch.get_num_threads()} threads)"
 
 
 # --------------------------------------------------------------------------- the active model
@@ -57,8 +71,10 @@ class ActiveModel:
 
     @property
     def kind(self) -> str:
-        """The ``default_config`` kind: grey images are treated as digits, colour as natural."""
-        return "digits" if self.spec.in_channels == 1 else "natural"
+        """The ``default_config`` kind (:func:`dsvlib.data.data_kind`)."""
+        from dsvlib.data import data_kind
+
+        return data_kind(self.spec)
 
     @property
     def data_family(self) -> str | None:
@@ -83,17 +99,10 @@ def bundled_dataset(name: str) -> Dataset:
 
 
 def data_family(spec: ModelSpec, card: dict[str, Any] | None = None) -> str | None:
-    """The bundled data family (``"mnist"``, ``"shortcut"``) this model was trained on or fits."""
-    recipe_data = str(((card or {}).get("recipe") or {}).get("data", ""))
-    family = recipe_data.split(":")[0]
-    families = sorted({b.split(":")[0] for b in BUNDLED})
-    if family in families:
-        return family
-    for fam in families:
-        test = bundled_dataset(f"{fam}:test")
-        if tuple(test.images.shape[1:]) == tuple(spec.input_shape) and test.num_classes == spec.num_classes:
-            return fam
-    return None
+    """The bundled data family this model was trained on or fits (:func:`dsvlib.data.data_family`)."""
+    from dsvlib.data import data_family as family_of
+
+    return family_of(spec, card)
 
 
 def random_subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
@@ -150,6 +159,55 @@ def image_from_upload(data: bytes, filename: str, spec: ModelSpec) -> torch.Tens
         raise ValueError(f"{e}; upload a PNG or JPG") from None
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """An uploaded image made ready for the model, and what was done to it, in words."""
+
+    image: torch.Tensor  # (1, C, H, W) in [0, 1]
+    notes: tuple[str, ...]
+    polarity_mismatch: bool  # the upload's border is light while the model's data is dark (or the reverse)
+
+
+def prepare_upload(data: bytes, filename: str, spec: ModelSpec, *, invert: bool | None = None) -> PreparedImage:
+    """Decode an uploaded image for ``spec`` and say what changed: size, aspect ratio, colour, and a
+    polarity mismatch (ink on paper vs the model's light-on-dark data, judged from the image's
+    border against the model's normalisation mean).  ``invert=None`` inverts when that mismatch is
+    found; True/False force it."""
+    from PIL import Image
+
+    image = image_from_upload(data, filename, spec)
+    notes = []
+    with contextlib.suppress(Exception):
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            mode = im.mode
+        th, tw = spec.image_size
+        if (w, h) != (tw, th):
+            notes.append(f"resized from {w}x{h} to {tw}x{th} pixels")
+        if abs((w / h) - (tw / th)) > 0.1 * (tw / th):
+            notes.append(f"the aspect ratio changed from {w / h:.2f} to {tw / th:.2f} (the image is squashed; "
+                         "crop it to the model's shape for a faithful result)")
+        colour = mode not in ("L", "LA", "1", "I", "I;16", "F", "P")
+        if colour and spec.in_channels == 1:
+            notes.append("converted from colour to grey")
+        elif not colour and spec.in_channels == 3:
+            notes.append("converted from grey to RGB")
+    border = torch.cat([image[..., 0, :].flatten(), image[..., -1, :].flatten(),
+                        image[..., :, 0].flatten(), image[..., :, -1].flatten()]).mean()
+    data_dark = sum(spec.mean) / len(spec.mean) < 0.5
+    mismatch = bool((border > 0.5) == data_dark)
+    do_invert = mismatch if invert is None else invert
+    if mismatch:
+        notes.append("its background is " + ("light" if data_dark else "dark") + " while the model was trained on "
+                     + ("dark" if data_dark else "light") + " backgrounds" +
+                     (": colours inverted" if do_invert else " (not inverted)"))
+    elif do_invert:
+        notes.append("colours inverted")
+    if do_invert:
+        image = 1.0 - image
+    return PreparedImage(image=image, notes=tuple(notes), polarity_mismatch=mismatch)
+
+
 def set_uploaded_model(label: str, model: Classifier, spec: ModelSpec, file_id: str) -> None:
     """Make an uploaded model available in the picker and select it."""
     st.session_state[UPLOAD_KEY] = {"label": label, "model": model, "spec": spec, "file_id": file_id}
@@ -204,20 +262,14 @@ def to_display(image: torch.Tensor, px: int = DISPLAY_PX) -> np.ndarray:
 
 
 def tile(images: torch.Tensor, ncol: int, pad: int = 2, px: int = 56) -> np.ndarray:
-    """A grid of (N, C, H, W) images as one uint8 picture (for the fast live preview)."""
-    n = len(images)
-    if n == 0:
+    """A grid of (N, C, H, W) images as one uint8 picture (the live preview), each cell upscaled to
+    about ``px`` pixels: :func:`dsvlib.export.image_grid`, the one grid writer."""
+    from dsvlib.export import image_grid
+
+    if len(images) == 0:
         return np.zeros((px, px), np.uint8)
-    ncol = max(1, min(int(ncol), n))
-    nrow = -(-n // ncol)
-    cells = [to_display(im, px) for im in images]
-    h, w = cells[0].shape[:2]
-    shape = (nrow * (h + pad) + pad, ncol * (w + pad) + pad) + cells[0].shape[2:]
-    out = np.full(shape, 255, np.uint8)
-    for i, c in enumerate(cells):
-        r, k = divmod(i, ncol)
-        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = c
-    return out
+    scale = max(1, int(round(px / max(int(images.shape[-2]), 1))))
+    return image_grid(images, max(1, min(int(ncol), len(images))), pad=pad, scale=scale)
 
 
 def show_images(images: torch.Tensor, captions: Sequence[str], *, per_row: int = 10, min_slots: int = 8,
@@ -245,9 +297,10 @@ def strength_box(strength: str, text: str) -> None:
 
 
 def card_cosine(card: dict | None) -> float | None:
-    """A model card's trust cosine: all parameters except scale-invariant ones (older cards: all)."""
-    card = card or {}
-    return card.get("stationarity_cosine", card.get("stationarity_cosine_all"))
+    """A model card's trust cosine (:func:`dsvlib.cards.card_cosine`)."""
+    from dsvlib.cards import card_cosine as cosine_of
+
+    return cosine_of(card)
 
 
 def cosine_strength(cosine: float | None) -> str:
@@ -257,50 +310,50 @@ def cosine_strength(cosine: float | None) -> str:
     return trust_strength(cosine)
 
 
-# --------------------------------------------------------------------------- progress
+# --------------------------------------------------------------------------- run-time estimates
+
+_COSTS: dict[tuple, Any] = {}  # (model label, device, candidates, config key) -> dsvlib StepCost
+_COSTS_LOCK = threading.Lock()
 
 
-class LiveProgress:
-    """A dsvlib step callback that drives a progress bar and, where the step carries images,
-    a live preview grid.  Returns False: it never stops the run."""
+def _cost_key(label: str, device: str, candidates: int, config: Any) -> tuple:
+    return (label, device, int(candidates), repr(dataclasses.replace(config, steps=1)))
 
-    def __init__(self, steps: int, *, label: str = "step", preview_every: int = 10, ncol: int = 10,
-                 min_interval: float = 0.15) -> None:
-        self.steps = max(int(steps), 1)
-        self.label = label
-        self.preview_every = max(int(preview_every), 1)
-        self.ncol = ncol
-        self.min_interval = min_interval
-        self.bar = st.progress(0.0, text=f"{label} 0/{self.steps}")
-        self.preview = st.empty()
-        self._last = 0.0
 
-    def __call__(self, info: Any) -> bool:
-        step = int(getattr(info, "step", 0)) + 1
-        steps = int(getattr(info, "steps", self.steps) or self.steps)
-        now = time.perf_counter()
-        last = step >= steps
-        if last or now - self._last >= self.min_interval:
-            self._last = now
-            parts = [f"{self.label} {step}/{steps}"]
-            cos = getattr(info, "cosine", None)
-            if isinstance(cos, float) and cos == cos:
-                parts.append(f"stationarity cos {cos:.2f}")
-            kept = getattr(info, "kept", None)
-            if kept is not None:
-                parts.append(f"{kept} kept")
-            elapsed = getattr(info, "elapsed", None)
-            if elapsed is not None:
-                parts.append(f"{elapsed:.1f} s")
-            self.bar.progress(min(step / steps, 1.0), text=" · ".join(parts))
-        images: Callable[[], torch.Tensor] | None = getattr(info, "images", None)
-        if callable(images) and (step % self.preview_every == 1 or self.preview_every == 1 or last):
-            self.preview.image(tile(images(), self.ncol), caption=f"live preview, step {step}")
-        return False
+def step_cost(active: "ActiveModel", candidates: int, config: Any) -> Any:
+    """The measured cost of a synthesis step for this model, device and run size: from the last
+    finished run with the same settings, else from a short probe (a few real steps on a private
+    copy of the model, cached for the process)."""
+    from dsvlib.synthesize import measure_step_cost
 
-    def clear(self) -> None:
-        self.bar.empty()
-        self.preview.empty()
+    key = _cost_key(active.label, active.device, candidates, config)
+    with _COSTS_LOCK:
+        cost = _COSTS.get(key)
+    if cost is None:
+        cost = measure_step_cost(active.working_copy(), candidates, config, device=active.device)
+        with _COSTS_LOCK:
+            _COSTS[key] = cost
+    return cost
+
+
+def record_step_cost(label: str, device: str, candidates: int, config: Any, result: Any) -> None:
+    """Replace the probe by what a finished run measured (setup + steps as it ran)."""
+    from dsvlib.synthesize import StepCost
+
+    hist_time = (result.history or {}).get("time") or []
+    steps = int(result.steps_run)
+    if steps < 2 or not hist_time:
+        return
+    per_step = (result.seconds - hist_time[0]) / max(steps - 1, 1)
+    with _COSTS_LOCK:
+        _COSTS[_cost_key(label, device, candidates, config)] = StepCost(
+            setup_seconds=float(hist_time[0]), step_seconds=float(per_step), candidates=candidates, device=device)
+
+
+def how_to_read(text: str) -> None:
+    """The page's short "How to read this" box (collapsed)."""
+    with st.expander("How to read this", icon=":material/help:"):
+        st.markdown(text)
 
 
 # --------------------------------------------------------------------------- sidebar
@@ -331,11 +384,11 @@ def model_sidebar() -> ActiveModel | None:
         return None
     label = _persisted_selectbox("Model", options, CHOICE_KEY, "_model_picker", sb,
                                  help="Models shipped in assets/models, plus the one you uploaded.")
-    if torch.cuda.is_available():
-        device = _persisted_selectbox("Device", ["cuda", "cpu"], DEVICE_KEY, "_device_picker", sb)
-    else:
-        device = "cpu"
-        sb.caption("Device: CPU (no CUDA GPU found)")
+    devices = available_devices()
+    device = _persisted_selectbox(
+        "Device", devices, DEVICE_KEY, "_device_picker", sb,
+        format_func=device_label,
+        help="Where runs execute. Each visible CUDA GPU is listed; without one, runs use the CPU.")
     with shown_errors("Loading the model"):
         if upload and label == upload["label"]:
             model, spec = upload["model"], upload["spec"]

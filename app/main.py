@@ -16,6 +16,7 @@ import streamlit as st  # noqa: E402
 
 from app.common import shown_errors  # noqa: E402
 from pages import edit, model, selection, synthesize  # noqa: E402
+from pages.help import help_page  # noqa: E402
 
 
 def main() -> None:
@@ -27,7 +28,12 @@ def main() -> None:
         st.Page(selection.selection_page, title="Lambda ranking", icon=":material/leaderboard:",
                 url_path="ranking"),
         st.Page(edit.edit_page, title="Edit", icon=":material/edit:", url_path="edit"),
+        st.Page(help_page, title="Help", icon=":material/help:", url_path="help"),
     ])
+    # Square thumbnails: Streamlit rounds image corners, which hides marks that sit in a corner
+    # (the shortcut model's planted mark is exactly that).
+    st.html("<style>[data-testid='stImage'] img, [data-testid='stFullScreenFrame'] img "
+            "{border-radius: 0 !important;}</style>")
     with shown_errors(f"The {page.title} page"):
         page.run()
 

@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from dsvlib import load_model  # noqa: E402
 from dsvlib.augment import Augment  # noqa: E402
-from dsvlib.cli import _grid  # noqa: E402
 from dsvlib.data import MARK_BOX, SHORTCUT_CLASS, load_dataset  # noqa: E402
 from dsvlib.evaluate import diversity, distill, judge_accuracy, mark_energy_ratio, mean_entropy  # noqa: E402
+from dsvlib.export import save_grid  # noqa: E402
 from dsvlib.kkt import dataset_gradient_cosine  # noqa: E402
 from dsvlib.synthesize import PAPER_AUGMENT, SynthConfig, default_config, synthesize  # noqa: E402
 from dsvlib.train import FitConfig, accuracy  # noqa: E402
@@ -125,7 +125,7 @@ def section_mnist(out: dict) -> None:
         res = synth(cfg)
         x, y = res.kept_images()
         slug = f"ablation{i}"
-        _grid(res.images, DOCS / f"mnist_{slug}.png", nrow=PER_CLASS)
+        save_grid(res.images, DOCS / f"mnist_{slug}.png", ncol=PER_CLASS)
         rows.append(score(name, model, spec, x, y, test, judges, extra={
             "seconds": res.seconds, "best_cosine": res.trust["best_cosine"], "kept": int(res.kept.sum()),
             "grid": f"docs/mnist_{slug}.png"}))
@@ -150,7 +150,7 @@ def section_mnist(out: dict) -> None:
     order = torch.argsort(real10.labels, stable=True)
     init = real10.images[order]
     res = run_synth(model, default_config("digits"), spec.num_classes, init=init)
-    _grid(res.images, DOCS / "mnist_init_real10.png", nrow=PER_CLASS)
+    save_grid(res.images, DOCS / "mnist_init_real10.png", ncol=PER_CLASS)
     base.append(score("DSVs initialised from 10 real/class", model, spec, *res.kept_images(), test, judges,
                       extra={"best_cosine": res.trust["best_cosine"], "kept": int(res.kept.sum())}))
     # knowledge distillation: the teacher's soft labels on the final DSVs
@@ -197,7 +197,7 @@ def section_shortcut(out: dict) -> None:
     judge = load_model(JUDGES / "shortcut_lenet_judge.safetensors")[0]
     res = run_synth(model, default_config("natural"), spec.num_classes)
     x, y = res.kept_images()
-    _grid(res.images, DOCS / "shortcut_dsvs.png", nrow=PER_CLASS)
+    save_grid(res.images, DOCS / "shortcut_dsvs.png", ncol=PER_CLASS)
     mark = mark_energy_ratio(x, y, SHORTCUT_CLASS, MARK_BOX)
     out["shortcut"] = score("shortcut_convnet, natural defaults", model, spec, x, y, test,
                             {"shortcut_lenet_judge": judge},
@@ -210,7 +210,7 @@ def section_adam(out: dict) -> None:
     test, train = load_dataset("mnist:test"), load_dataset("mnist:train")
     judges = {n: load_model(JUDGES / f"{n}.safetensors")[0] for n in ("mnist_lenet_judge", "mnist_mlp_judge")}
     res = run_synth(model, default_config("digits"), spec.num_classes)
-    _grid(res.images, DOCS / "mnist_adam_teacher.png", nrow=PER_CLASS)
+    save_grid(res.images, DOCS / "mnist_adam_teacher.png", ncol=PER_CLASS)
     out["adam_teacher"] = score("Adam-trained ConvNet (width 64, no weight decay)", model, spec,
                                 *res.kept_images(), test, judges, extra={
                                     "best_cosine": res.trust["best_cosine"], "reading": res.trust["reading"],

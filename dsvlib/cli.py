@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cards import card_cosine, card_training_data
+from .data import data_family, data_kind
+from .export import export_zip, run_meta, save_grid, synthesis_rows
 from .io import ModelFileError, load_card, load_model
 
 
@@ -56,19 +59,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grid(images: torch.Tensor, path: Path, nrow: int) -> None:
-    from PIL import Image
-
-    n, c, h, w = images.shape
-    rows = (n + nrow - 1) // nrow
-    canvas = torch.ones(c, rows * (h + 2), nrow * (w + 2))
-    for i, im in enumerate(images):
-        r, q = divmod(i, nrow)
-        canvas[:, r * (h + 2) + 1: r * (h + 2) + 1 + h, q * (w + 2) + 1: q * (w + 2) + 1 + w] = im
-    arr = (canvas.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(arr[..., 0] if c == 1 else arr).resize((arr.shape[1] * 3, arr.shape[0] * 3), Image.NEAREST).save(path)
-
-
 def cmd_synthesize(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -80,7 +70,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         if not 0 <= c < spec.num_classes:
             raise SystemExit(f"dsv: error: --classes must be in 0..{spec.num_classes - 1}, got {c}")
     targets = torch.tensor(classes).repeat_interleave(args.per_class)
-    cfg = default_config("digits" if spec.in_channels == 1 else "natural")
+    cfg = default_config(data_kind(spec))
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -96,15 +86,14 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "images.npz", images=res.images.numpy().astype(np.float32), labels=res.labels.numpy(),
              lambdas=res.lambdas.numpy(), kept=res.kept.numpy())
-    _grid(res.images, out / "grid.png", nrow=args.per_class)
+    save_grid(res.images, out / "grid.png", ncol=args.per_class)
     (out / "history.json").write_text(json.dumps(res.history))
-    with torch.no_grad():
-        probs = torch.softmax(model(res.images), 1)
+    rows = synthesis_rows(model, res, spec.class_names)
     metrics = {
         "model": args.model, "seconds": round(res.seconds, 2), "steps_run": res.steps_run, "seed": args.seed,
         "n": len(targets), "kept": int(res.kept.sum()),
-        "primal_feasible": float((probs.argmax(1) == res.labels).float().mean()),
-        "mean_entropy": float(-(probs * probs.clamp_min(1e-12).log()).sum(1).mean()),
+        "primal_feasible": float(np.mean([r["predicted"] == r["label"] for r in rows])),
+        "mean_entropy": float(np.mean([r["entropy"] for r in rows])),
         "trust": res.trust, "class_names": list(spec.class_names),
     }
     if args.real:
@@ -115,11 +104,15 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         metrics["trust"]["real_data_cosine"] = dataset_gradient_cosine(model, real.images, real.labels)
     else:
         card = load_card(args.model)
-        if card and "stationarity_cosine" in card:
-            metrics["trust"]["real_data"] = card["recipe"]["data"]
-            metrics["trust"]["real_data_cosine"] = card["stationarity_cosine"]
+        if card_cosine(card) is not None:
+            metrics["trust"]["real_data"] = card_training_data(card)
+            metrics["trust"]["real_data_cosine"] = card_cosine(card)
+    meta = run_meta(model, model_name=args.model, config=cfg, seed=args.seed, device=args.device,
+                    steps_run=res.steps_run, seconds=round(res.seconds, 2), trust=metrics["trust"],
+                    class_names=list(spec.class_names))
+    (out / "export.zip").write_bytes(export_zip(res.images, rows, meta, grid_ncol=args.per_class))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"wrote {out}/images.npz, grid.png, history.json, metrics.json ({res.seconds:.1f} s)")
+    print(f"wrote {out}/images.npz, grid.png, history.json, metrics.json, export.zip ({res.seconds:.1f} s)")
     print(f"primal feasible: {100 * metrics['primal_feasible']:.0f} %   kept: {metrics['kept']}/{metrics['n']}")
     print(f"trust: {res.trust['reading']}")
     if "real_data_cosine" in metrics["trust"]:
@@ -136,8 +129,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     metrics = json.loads((dsv / "metrics.json").read_text())
     arr = np.load(dsv / "images.npz")
     images, labels = torch.from_numpy(arr["images"]), torch.from_numpy(arr["labels"]).long()
-    model, spec = _load(args.model or metrics["model"])
-    test_name = args.test or {1: "mnist:test", 3: "shortcut:test"}.get(spec.in_channels)
+    teacher = args.model or metrics["model"]
+    model, spec = _load(teacher)
+    test_name = args.test or _family_split(spec, load_card(teacher), "test", "--test")
     test = load_dataset(test_name)
     seeds = tuple(range(args.seeds))
     res: dict[str, Any] = {"test": test_name, "n_images": len(images), "seeds": list(seeds)}
@@ -180,11 +174,21 @@ def _dataset_for(name: str, spec: Any):
     return data
 
 
+def _family_split(spec: Any, card: dict | None, split: str, option: str) -> str:
+    """The bundled split of the data family the model was trained on or fits."""
+    family = data_family(spec, card)
+    if family is None:
+        raise SystemExit(f"dsv: error: no bundled data set fits this model (input {tuple(spec.input_shape)}, "
+                         f"{spec.num_classes} classes); pass {option}")
+    return f"{family}:{split}"
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
     from .select import fit_lambdas, write_rank_outputs
 
     model, spec = _load(args.model)
-    data = _dataset_for(args.data, spec)
+    data_name = args.data or _family_split(spec, load_card(args.model), "train", "--data")
+    data = _dataset_for(data_name, spec)
     if args.limit and args.limit < len(data):
         # a seeded random subset: bundled splits are sorted by class, so "the first N" is one class
         data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:args.limit])
@@ -222,12 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsv", required=True, help="folder written by dsv synthesize")
     p.add_argument("--out", required=True)
     p.add_argument("--model", default=None, help="teacher (default: the one in metrics.json)")
-    p.add_argument("--test", default=None, help="bundled test split (default: by the model's input)")
+    p.add_argument("--test", default=None,
+                   help="bundled test split (default: that of the bundled data the model was trained on or fits)")
     p.add_argument("--seeds", type=int, default=3)
     p.set_defaults(fn=cmd_distill)
     p = sub.add_parser("rank", help="fit Lagrange multipliers on real data and rank samples (selection)")
     p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="a bundled split (mnist:train ...) or an ImageFolder path/zip")
+    p.add_argument("--data", default=None,
+                   help="a bundled split (mnist:train ...) or an ImageFolder path/zip (default: the training "
+                        "split of the bundled data the model was trained on or fits)")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=3000, help="at most this many solver steps (stops when converged)")
     p.add_argument("--limit", type=int, default=0, help="use a seeded random subset of N samples")

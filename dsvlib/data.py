@@ -11,11 +11,13 @@ All images are float32 tensors in [0, 1], shape (N, C, H, W); labels are int64.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -32,6 +34,8 @@ __all__ = [
     "SHORTCUT_CLASS",
     "MARK_BOX",
     "BUNDLED",
+    "data_kind",
+    "data_family",
 ]
 
 SPLIT_SEED = 0
@@ -255,3 +259,42 @@ def load_dataset(name: str, **folder_kwargs) -> Dataset:
     if os.path.exists(name):
         return load_image_folder(name, **folder_kwargs)
     raise ValueError(f"unknown dataset {name!r}; use one of {list(BUNDLED)} or an ImageFolder folder/zip path")
+
+
+# --------------------------------------------------------------------------- what data a model takes
+
+
+def data_kind(spec_or_channels: Any) -> str:
+    """The :func:`dsvlib.synthesize.default_config` kind for a model: ``"digits"`` for grey
+    (1-channel) input, ``"natural"`` for colour.  Takes a ``ModelSpec`` (or anything with
+    ``in_channels``), an input shape (C, H, W) or a channel count."""
+    channels = getattr(spec_or_channels, "in_channels", spec_or_channels)
+    if isinstance(channels, (tuple, list, torch.Size)) and len(channels) == 3:
+        channels = channels[0]
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+        raise ValueError("spec_or_channels must be a ModelSpec, an input shape (C, H, W) or a positive "
+                         f"channel count, got {spec_or_channels!r}")
+    return "digits" if int(channels) == 1 else "natural"
+
+
+@functools.lru_cache(maxsize=None)
+def _bundled_signature(name: str) -> tuple[tuple[int, ...], int]:
+    """(image shape, class count) of a bundled split; the splits are deterministic."""
+    data = load_dataset(name)
+    return tuple(data.images.shape[1:]), data.num_classes
+
+
+def data_family(spec: Any, card: Mapping[str, Any] | None = None) -> str | None:
+    """The bundled data family (``"mnist"``, ``"shortcut"``) a model was trained on (the card's
+    recipe data) or fits (same input shape and class count as the family's test split); else None."""
+    from .cards import card_training_data
+
+    families = sorted({b.split(":")[0] for b in BUNDLED})
+    family = (card_training_data(card) or "").split(":")[0]
+    if family in families:
+        return family
+    shape, num_classes = tuple(spec.input_shape), int(spec.num_classes)
+    for fam in families:
+        if _bundled_signature(f"{fam}:test") == (shape, num_classes):
+            return fam
+    return None

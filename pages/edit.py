@@ -1,14 +1,26 @@
-"""Edit page: move a real image toward another class with the DeepKKT loss (paper Fig. 3 and 6)."""
+"""Edit page: move a real image toward another class with the DeepKKT loss (paper Fig. 3 and 6), as a
+background job with a live preview and Stop."""
 from __future__ import annotations
 
 import streamlit as st
+import torch
 
-from app import charts, common
-from dsvlib.edit import default_edit_config
-from dsvlib.synthesize import synthesize
+from app import charts, common, live
+from app.jobs import Job
+from dsvlib.edit import default_edit_config, edit
+from dsvlib.export import export_zip, run_meta
 from dsvlib.train import predict
 
-RESULT_KEY = "edit_result"
+KIND = "edit"
+
+HOW_TO_READ = """
+* The edit starts from a real image and optimises the DeepKKT objective toward a **target class**,
+  with an **anchor** that pulls toward the original so its structure survives (paper Fig. 3, 6).
+* **What changed** is |after - before|, scaled to its largest change: the pixels the model needed to
+  move to see the target class.
+* The bars are the model's class probabilities before and after. A model can be pushed to a class
+  by changes a person would not read as that class: compare what you see with what the model says.
+"""
 
 
 def edit_page() -> None:
@@ -16,6 +28,7 @@ def edit_page() -> None:
     active = common.model_sidebar()
     if active is None:
         return
+    common.how_to_read(HOW_TO_READ)
     st.markdown(
         "Synthesis started from a real image with a new target class: the image changes class while an "
         "anchor term keeps its structure. What changes shows what the model needs to see for that class."
@@ -35,12 +48,20 @@ def edit_page() -> None:
             st.info(f"Upload an image; it is converted to {'grey' if active.spec.in_channels == 1 else 'RGB'} "
                     f"and resized to {active.spec.image_size[0]}x{active.spec.image_size[1]}.")
             return
+        invert = st.session_state.get(f"edit_invert:{up.file_id}")
         try:
-            image = common.image_from_upload(up.getvalue(), up.name, active.spec)
+            prepared = common.prepare_upload(up.getvalue(), up.name, active.spec, invert=invert)
         except ValueError as e:
             st.error(str(e), icon=":material/error:")
             return
-        source_id = f"upload:{up.file_id}"
+        if prepared.notes:
+            st.info(f"**Input check** for {up.name}: " + "; ".join(prepared.notes) + ".", icon=":material/tune:")
+        if prepared.polarity_mismatch or invert is not None:
+            st.checkbox("Invert colours", value=bool(invert if invert is not None else prepared.polarity_mismatch),
+                        key=f"edit_invert:{up.file_id}",
+                        help="The model's data has the opposite background; inverting makes your image look "
+                             "like what the model was trained on.")
+        image, source_id = prepared.image, f"upload:{up.file_id}"
 
     probs = predict(active.model, image)[0]
     current = int(probs.argmax())
@@ -58,37 +79,67 @@ def edit_page() -> None:
     pic.image(common.to_display(image[0], 112), width=112, caption="original")
     text.markdown(f"The model predicts **{names[current]}** ({float(probs[current]):.0%}).")
 
-    if st.button("Run edit", type="primary", key="edit_run"):
+    mine = live.current_job()
+    if st.button("Run edit", type="primary", key="edit_run", disabled=mine is not None):
         target = names.index(target_name)
         cfg = default_edit_config(active.kind, steps=steps, anchor=anchor, lr=lr)
-        progress = common.LiveProgress(steps, preview_every=10, ncol=1)
-        try:
-            with common.shown_errors("Editing"):
-                res = synthesize(active.working_copy(), [target], cfg, init=image, seed=0, device=active.device,
-                                 callback=progress)
-                after = predict(active.model, res.images)[0]
-                st.session_state[RESULT_KEY] = {"model": active.label, "source": source_id, "target": target,
-                                                "before_img": image, "after_img": res.images, "before": probs,
-                                                "after": after, "trust": res.trust, "seconds": res.seconds}
-        finally:
-            progress.clear()
+        _submit(active, image, target, cfg, source_id)
+        mine = live.current_job()
+    if mine is not None and mine.kind != KIND:
+        st.info(f"Your {mine.kind} run ({mine.title}) is still going; Run edit is available when it ends.",
+                icon=":material/hourglass_top:")
+    if mine is not None and mine.kind == KIND:
+        live.progress_panel(mine, ncol=1, tile=common.tile)
 
-    stored = st.session_state.get(RESULT_KEY)
-    if stored and stored["model"] == active.label and stored["source"] == source_id:
-        _show(stored, names)
+    done = [j for j in live.history(KIND) if not j.active]
+    if done:
+        _show(done[-1])
 
 
-def _show(stored: dict, names: list[str]) -> None:
-    before, after, target = stored["before"], stored["after"], stored["target"]
+def _submit(active: common.ActiveModel, image: torch.Tensor, target: int, cfg, source_id: str) -> None:
+    model, device, label, names = active.working_copy(), active.device, active.label, list(active.class_names)
+
+    def work(job: Job):
+        res = edit(model, image, target, cfg, seed=0, device=device, callback=live.StepReporter(job))
+        job.params["meta"] = run_meta(model, model_name=label, config=cfg, seed=0, device=device, source=source_id,
+                                      target=names[target], steps_run=res.synthesis.steps_run,
+                                      stopped=job.stop_requested)
+        return res
+
+    live.submit(KIND, f"edit of {source_id} toward '{names[target]}' on {label}", work, device=device,
+                params={"model": label, "names": names, "target": target, "source": source_id})
+
+
+def _show(job: Job) -> None:
+    if job.result is None:
+        st.error(common.error_message(job.exception, "Editing") if job.exception else live.status_line(job),
+                 icon=":material/error:")
+        return
+    res, p = job.result, job.params
+    names, target = p["names"], p["target"]
+    before, after = res.probs_before[0], res.probs_after[0]
     st.subheader(f"Edited toward '{names[target]}'")
+    st.caption(f"Run #{job.id} on **{p['model']}**, from {p['source']}: {live.status_line(job)}.")
     b, a, d = st.columns(3)
-    b.image(common.to_display(stored["before_img"][0], 168), width=168, caption=f"before: {names[int(before.argmax())]} "
-                                                                       f"({float(before.max()):.0%})")
-    a.image(common.to_display(stored["after_img"][0], 168), width=168, caption=f"after: {names[int(after.argmax())]} "
-                                                                     f"({float(after.max()):.0%})")
-    diff = (stored["after_img"][0] - stored["before_img"][0]).abs()
-    d.image(common.to_display(diff / max(float(diff.max()), 1e-6), 168), width=168, caption="what changed (|after - before|)")
+    b.image(common.to_display(res.original[0], 168), width=168,
+            caption=f"before: {names[int(before.argmax())]} ({float(before.max()):.0%})")
+    a.image(common.to_display(res.edited[0], 168), width=168,
+            caption=f"after: {names[int(after.argmax())]} ({float(after.max()):.0%})")
+    diff = (res.edited[0] - res.original[0]).abs()
+    diff = diff / max(float(diff.max()), 1e-6)
+    d.image(common.to_display(diff, 168), width=168, caption="what changed (|after - before|)")
     p_target = float(after[target])
-    msg = f"p({names[target]}) went from {float(before[target]):.0%} to {p_target:.0%} in {stored['seconds']:.1f} s."
+    msg = (f"p({names[target]}) went from {float(before[target]):.0%} to {p_target:.0%} in "
+           f"{res.synthesis.seconds:.1f} s ({res.synthesis.steps_run} steps).")
     (st.success if int(after.argmax()) == target else st.warning)(msg)
-    st.plotly_chart(charts.probabilities_before_after(names, before.tolist(), after.tolist()), key="edit_probs")
+    st.plotly_chart(charts.probabilities_before_after(names, before.tolist(), after.tolist()), key=f"edit_probs_{job.id}")
+    if "zip" not in p:
+        rows = [{"role": role, "predicted": names[int(q.argmax())], "target": names[target],
+                 "p_target": float(q[target]), **{f"p_{n}": float(v) for n, v in zip(names, q.tolist())}}
+                for role, q in (("before", before), ("after", after), ("difference", after))]
+        rows[2] = {"role": "difference", "note": "|after - before| scaled to its maximum"}
+        p["zip"] = export_zip(torch.stack([res.original[0], res.edited[0], diff]), rows, p.get("meta", {}),
+                              names=["before", "after", "difference"], grid_ncol=3)
+    st.download_button("Download the edit (.zip: before, after, difference PNGs and probabilities)", p["zip"],
+                       file_name=f"edit_run{job.id}.zip", mime="application/zip", key=f"edit_download_{job.id}",
+                       icon=":material/download:")

@@ -1,14 +1,28 @@
-"""Lambda ranking page: fit λ for fixed real images and rank them (paper Sec. 5.1, Fig. 2b)."""
+"""Lambda ranking page: fit λ for fixed real images and rank them (paper Sec. 5.1, Fig. 2b), as a
+background job with progress and Stop."""
 from __future__ import annotations
 
-import time
-from typing import Any, Callable
+from typing import Any
 
 import streamlit as st
+import torch
 
-from app import charts, common
+from app import charts, common, live
+from app.jobs import Job
+from dsvlib.export import export_zip, run_meta
 
-RESULT_KEY = "selection_result"
+KIND = "rank"
+
+HOW_TO_READ = """
+* The images are fixed; only a multiplier **λᵢ ≥ 0** per image is fitted so that a weighted sum of the
+  images' gradients points like the model's weights (θ ≈ -Σ λᵢ ∇θ L(xᵢ), paper Eq. 8).
+* **High λ**: the model needs this image to explain its weights; these are the deep support vectors
+  among your data (paper Sec. 5.1). **λ = 0**: the image does not support the weights at all (like a
+  point far from an SVM's margin); many images share λ = 0, so they are tied, not ranked.
+* **Stationarity cos** with equal λ versus fitted λ: how much better a weighting explains the weights.
+* **The chart** puts each class's Σλ next to its test accuracy: the paper reports that they go together
+  (Fig. 2b); the correlation shown is measured on *this* model and data.
+"""
 
 
 def selection_page() -> None:
@@ -16,23 +30,21 @@ def selection_page() -> None:
     active = common.model_sidebar()
     if active is None:
         return
+    common.how_to_read(HOW_TO_READ)
     st.markdown(
         "With the images fixed, only the multipliers λ ≥ 0 are fitted so that θ ≈ -Σ λᵢ ∇θ L(xᵢ). "
         "The images with the largest λ are the model's support vectors among your data. The paper "
-        "reports that the classwise sum of λ follows classwise accuracy; on our MNIST model the "
-        "correlation came out positive but not significant (BENCHMARKS.md), so read the chart below "
-        "as a measurement, not a verdict."
+        "reports that the classwise sum of λ follows classwise accuracy (Fig. 2b); the chart below "
+        "measures that relation for the selected model, with its p-value, so read it as a measurement "
+        "of this model, not as a verdict."
     )
-    try:
-        import dsvlib.select as select
-    except ImportError as e:
-        st.warning(f"Selection is not available in this installation yet: dsvlib.select could not be "
-                   f"imported ({e}).", icon=":material/construction:")
-        return
+    import dsvlib.select as select
+
     family = active.data_family
     if family is None:
         st.info("No bundled data set fits this model (input shape and class count); ranking your own "
-                "image folder is not in the app yet.", icon=":material/info:")
+                "image folder is available from the command line: `dsv rank --model M --data FOLDER`.",
+                icon=":material/info:")
         return
 
     c1, c2, c3, c4 = st.columns(4)
@@ -43,57 +55,69 @@ def selection_page() -> None:
     steps = int(c3.number_input("Steps (at most)", 1, 5000, 300, step=50, key="sel_steps",
                                 help="The solver stops earlier once the fit no longer improves."))
     seed = int(c4.number_input("Seed", 0, 2**31 - 1, 0, key="sel_seed"))
-    if st.button("Fit λ", type="primary", key="sel_run"):
-        subset = common.random_subset(ds, n, seed)
-        bar = st.progress(0.0, text="preparing ...")
-        try:
-            with common.shown_errors("Fitting λ"):
-                res = select.fit_lambdas(active.working_copy(), subset.images, subset.labels, steps=steps,
-                                         seed=seed, device=active.device, callback=_progress(bar))
-                test = common.bundled_dataset(f"{family}:test")
-                corr = {by: select.classwise_correlation(res, active.model, test, by=by, permutations=2000)
-                        for by in select.SCORES}
-                st.session_state[RESULT_KEY] = {"model": active.label, "split": split, "data": subset,
-                                                "res": res, "corr": corr}
-        finally:
-            bar.empty()
+    mine = live.current_job()
+    if st.button("Fit λ", type="primary", key="sel_run", disabled=mine is not None):
+        _submit(active, split, n, steps, seed, family, select)
+        mine = live.current_job()
+    if mine is not None and mine.kind != KIND:
+        st.info(f"Your {mine.kind} run ({mine.title}) is still going; Fit λ is available when it ends.",
+                icon=":material/hourglass_top:")
+    if mine is not None and mine.kind == KIND:
+        live.progress_panel(mine)
 
-    stored = st.session_state.get(RESULT_KEY)
-    if stored and stored["model"] == active.label:
-        with common.shown_errors("Showing the ranking"):
-            _show(active, stored, select)
-
-
-def _progress(bar: Any, min_interval: float = 0.15) -> Callable[[Any], bool]:
-    """fit_lambdas' callback as a progress bar: first the per-sample gradients, then the solver."""
-    last = [0.0]
-
-    def on_step(info: Any) -> bool:
-        now = time.perf_counter()
-        if now - last[0] < min_interval and info.step < info.steps:
-            return False
-        last[0] = now
-        frac = min(max(info.step / max(info.steps, 1), 0.0), 1.0)
-        if info.phase == "gradients":
-            bar.progress(frac, text=f"per-sample gradients: batch {info.step}/{info.steps}")
+    done = [j for j in live.history(KIND) if not j.active]
+    if done:
+        job = done[-1]
+        if job.result is None:
+            st.error(common.error_message(job.exception, "Fitting λ") if job.exception else live.status_line(job),
+                     icon=":material/error:")
         else:
-            bar.progress(frac, text=f"fitting λ: step {info.step}/{info.steps} · stationarity cos "
-                                    f"{info.cosine:.3f} · {info.support} images with λ > 0 · {info.elapsed:.1f} s")
-        return False
-
-    return on_step
+            with common.shown_errors("Showing the ranking"):
+                _show(active, job, select)
 
 
-def _show(active: common.ActiveModel, stored: dict, select: Any) -> None:
-    res, data = stored["res"], stored["data"]
-    names = list(active.class_names)
-    st.subheader(f"Result on {len(res.lambdas)} images of {stored['split']}")
+def _submit(active: common.ActiveModel, split: str, n: int, steps: int, seed: int, family: str, select: Any) -> None:
+    subset = common.random_subset(common.bundled_dataset(split), n, seed)
+    test = common.bundled_dataset(f"{family}:test")
+    model, device, label = active.working_copy(), active.device, active.label
+
+    def work(job: Job):
+        def on_step(info: Any) -> bool:
+            if info.phase == "gradients":
+                text = f"per-sample gradients: batch {info.step}/{info.steps}"
+            else:
+                text = (f"fitting λ: step {info.step}/{info.steps} · stationarity cos {info.cosine:.3f} · "
+                        f"{info.support} images with λ > 0")
+            return job.report(step=info.step, steps=info.steps, text=text)
+
+        res = select.fit_lambdas(model, subset.images, subset.labels, steps=steps, seed=seed, device=device,
+                                 callback=on_step)
+        job.report(text="classwise correlation with test accuracy ...")
+        corr = {by: select.classwise_correlation(res, model, test, by=by, permutations=2000) for by in select.SCORES}
+        job.params["meta"] = run_meta(model, model_name=label, seed=seed, device=device, data=split, images=n,
+                                      steps=steps, steps_run=res.steps_run, stopped=job.stop_requested,
+                                      cosine=res.cosine, uniform_cosine=res.uniform_cosine)
+        return res, corr
+
+    live.submit(KIND, f"λ for {n} images of {split} on {label}", work, device=device,
+                params={"model": label, "split": split, "data": subset, "test_name": test.name})
+
+
+def _show(active: common.ActiveModel, job: Job, select: Any) -> None:
+    res, corr_all = job.result
+    data = job.params["data"]
+    names = list(res.class_names)
+    st.subheader(f"Result on {len(res.lambdas)} images of {job.params['split']}")
+    st.caption(f"Run #{job.id} on **{job.params['model']}**: {live.status_line(job)}.")
+    if job.status == "stopped":
+        st.warning("Stopped before the solver converged: the multipliers are a partial fit.",
+                   icon=":material/stop_circle:")
     by = st.radio("Rank by", list(select.SCORES), horizontal=True, key="sel_by",
                   format_func=lambda s: {"lambda": "λ (multiplier)",
                                          "alpha": "α = λ·|∂L/∂logits| (the SVM-dual reading)"}.get(s, s))
     sym = "λ" if by == "lambda" else "α"
     score = res.score(by)
-    corr = stored["corr"][by]
+    corr = corr_all[by]
     cols = st.columns(4)
     cols[0].metric(f"Images with {sym} > 0", f"{int((score > 0).sum())} / {len(score)}")
     cols[1].metric("Stationarity cos, equal λ", f"{res.uniform_cosine:.3f}",
@@ -105,21 +129,55 @@ def _show(active: common.ActiveModel, stored: dict, select: Any) -> None:
                         f"{corr['spearman']:+.2f}. The paper (Fig. 2b) relates classwise Σλ to classwise "
                         "test accuracy.")
     st.caption(f"{res.steps_run} solver steps in {res.seconds:.1f} s"
-               f"{' (converged)' if res.converged else ''}; test accuracy per class from "
-               f"{common.bundled_dataset(active.data_family + ':test').name}.")
+               f"{' (converged)' if res.converged else ''}; test accuracy per class from {job.params['test_name']}; "
+               f"correlation p = {corr['pearson_p']:.3f}.")
     st.plotly_chart(charts.class_lambda_vs_accuracy(names, corr["class_sum"], corr["class_accuracy"], symbol=sym),
-                    key="sel_chart")
+                    key=f"sel_chart_{job.id}")
 
     k = int(st.slider("Images per class to show", 1, 10, 5, key="sel_k"))
     top, bottom = st.tabs([f"Highest {sym} (the selected DSVs)", f"Lowest {sym}"])
-    for tab, picks in ((top, select.top_per_class(res, k, by=by)), (bottom, select.bottom_per_class(res, k, by=by))):
-        with tab:
-            for c, name in enumerate(names):
-                idx = picks[res.labels[picks] == c]
-                if len(idx) == 0:
-                    continue
-                st.markdown(f"**{name}** · Σ{sym} = {float(corr['class_sum'][c]):.3g} · "
-                            f"{int((data.labels == c).sum())} images")
-                caps = [f"{sym}={float(score[i]):.3g}" + ("" if int(res.pred[i]) == c else f" · pred {names[int(res.pred[i])]}")
-                        for i in idx.tolist()]
-                common.show_images(data.images[idx], caps, per_row=10, min_slots=10)
+    with top:
+        _per_class(select.top_per_class(res, k, by=by), res, data, score, names, corr, sym, zero_note=False)
+    with bottom:
+        _per_class(select.bottom_per_class(res, k, by=by), res, data, score, names, corr, sym, zero_note=True)
+    _download(job, res, data, score, names, by)
+
+
+def _per_class(picks: torch.Tensor, res: Any, data: Any, score: torch.Tensor, names: list[str], corr: dict,
+               sym: str, *, zero_note: bool) -> None:
+    for c, name in enumerate(names):
+        idx = picks[res.labels[picks] == c]
+        if len(idx) == 0:
+            continue
+        in_class = res.labels == c
+        zeros = int((score[in_class] <= 0).sum())
+        note = ""
+        if zero_note and zeros:
+            # Many images share λ = 0: no order exists among them; say so instead of implying a ranking.
+            shown = int((score[idx] <= 0).sum())
+            note = (f" · **{zeros} images tied at {sym} = 0** (they do not support the weights); "
+                    f"{shown} of them shown, in data order")
+        st.markdown(f"**{name}** · Σ{sym} = {float(corr['class_sum'][c]):.3g} · {int(in_class.sum())} images{note}")
+        caps = []
+        for i in idx.tolist():
+            value = f"{sym} = 0 (tied)" if float(score[i]) <= 0 else f"{sym}={float(score[i]):.3g}"
+            caps.append(value + ("" if int(res.pred[i]) == c else f" · pred {names[int(res.pred[i])]}"))
+        common.show_images(data.images[idx], caps, per_row=10, min_slots=10)
+
+
+def _download(job: Job, res: Any, data: Any, score: torch.Tensor, names: list[str], by: str) -> None:
+    cache = job.params.setdefault("zips", {})  # built once per job and ranking: reruns reuse it
+    if by not in cache:
+        cache[by] = _zip(job, res, data, score, names, by)
+    n = len(score)
+    st.download_button(f"Download the ranking (.zip: {n} PNGs in {by} order, metrics.csv)", cache[by],
+                       file_name=f"ranking_run{job.id}.zip", mime="application/zip", key=f"sel_download_{job.id}",
+                       icon=":material/download:")
+
+
+def _zip(job: Job, res: Any, data: Any, score: torch.Tensor, names: list[str], by: str) -> bytes:
+    order = torch.argsort(score, descending=True, stable=True)
+    rows = [{"data_index": int(i), "label": int(res.labels[i]), "class_name": names[int(res.labels[i])],
+             "predicted": int(res.pred[i]), "lambda": float(res.lambdas[i]), "alpha": float(res.alphas[i]),
+             "entropy": float(res.entropy[i]), "rank_by": by} for i in order.tolist()]
+    return export_zip(data.images[order], rows, job.params.get("meta", {}))

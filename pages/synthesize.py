@@ -1,17 +1,35 @@
-"""Synthesize page: DSVs from the model alone (DeepKKT, paper Sec. 4), with a live preview."""
+"""Synthesize page: DSVs from the model alone (DeepKKT, paper Sec. 4), run as a background job with a
+live preview, Stop, a run history and side-by-side comparison, and a student retrained on the DSVs."""
 from __future__ import annotations
 
-import io
+import datetime
+from typing import Any
 
-import numpy as np
 import streamlit as st
 
-from app import charts, common
-from dsvlib.synthesize import SynthResult, default_config, soft_targets, synthesize
+from app import charts, common, live
+from app.jobs import Job
+from dsvlib.export import export_zip, run_meta, synthesis_rows
+from dsvlib.synthesize import PRESETS, SynthResult, default_config, soft_targets, synthesize, trust_strength
 from dsvlib.train import predict
 
-RESULT_KEY = "synth_result"
-MIX_KEY = "mix_result"
+KIND = "synthesize"
+CUSTOM = "custom"
+
+HOW_TO_READ = """
+* **Each tile is one candidate**, optimised from noise until the model classifies it as its class
+  *and* a weighted sum of the candidates' gradients points like the model's weights
+  (θ = -Σ λᵢ ∇θ L(xᵢ), paper Eq. 8). Columns are classes.
+* **λ** is the candidate's multiplier: how much it is needed to explain the weights. A candidate whose
+  λ turned negative is **dropped**: it is not a support vector (dual feasibility, λ ≥ 0).
+* **p** is the model's probability of the candidate's class. DSVs sit near the decision boundary, so
+  p is often well below 1.
+* **The trust reading** is the best stationarity cosine the run reached: *strong* means the DSVs
+  explain most of the weights' direction; *weak* means read them as class visualisations only
+  (see the Help page).
+* **The entropy curve** (left chart) is the candidates' predictive entropy: it falls as they become
+  their class, then rises again as stationarity pulls them toward the boundary (paper Fig. 2a).
+"""
 
 
 def synthesize_page() -> None:
@@ -19,88 +37,257 @@ def synthesize_page() -> None:
     active = common.model_sidebar()
     if active is None:
         return
-    st.markdown(
-        "Candidates start from noise and are optimised until the model classifies them as their "
-        "class **and** a weighted sum of their gradients reproduces the model's weights "
-        "(θ = -Σ λᵢ ∇θ L(xᵢ)). λᵢ is each candidate's multiplier; a candidate whose λ turns "
-        "negative is dropped (it is not a support vector)."
-    )
+    common.how_to_read(HOW_TO_READ)
     names = list(active.class_names)
+    mine = live.current_job()
+
+    presets = [*PRESETS, CUSTOM]
+    preset = st.radio("Preset", presets, horizontal=True, key="synth_preset",
+                      format_func=lambda p: PRESETS[p].label if p in PRESETS else "Custom",
+                      captions=[PRESETS[p].description for p in PRESETS] + ["your own numbers"])
     # Class widgets are keyed by model: another model's class names are not valid options here.
     chosen = st.multiselect("Classes", names, default=names, key=f"synth_classes:{active.label}")
     c1, c2, c3 = st.columns(3)
-    # the benchmarked recipe: 10 per class x 300 steps (about 55 s for 10 classes on 2 CPU cores)
-    per_class = int(c1.number_input("Images per class", 1, 50, 10, key="synth_per_class"))
-    steps = int(c2.number_input("Steps", 1, 5000, default_config(active.kind).steps, step=10, key="synth_steps",
-                                help="The default is the benchmarked recipe (BENCHMARKS.md); short runs give rougher "
-                                     "DSVs and a weaker trust reading."))
+    if preset == CUSTOM:
+        per_class = int(c1.number_input("Images per class", 1, 50, 10, key="synth_per_class"))
+        steps = int(c2.number_input("Steps", 1, 5000, default_config(active.kind).steps, step=10, key="synth_steps",
+                                    help="300 is the benchmarked recipe (BENCHMARKS.md); short runs give rougher "
+                                         "DSVs and a weaker trust reading."))
+    else:
+        per_class, steps = PRESETS[preset].per_class, PRESETS[preset].steps
+        c1.metric("Images per class", per_class)
+        c2.metric("Steps", steps)
     seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key="synth_seed"))
     with st.expander("Advanced"):
         a1, a2 = st.columns(2)
-        params = a1.selectbox("Stationarity on", ["all", "last"], key="synth_params",
-                              format_func=lambda p: {"all": "all parameters", "last": "last layer only (paper Fig. 4)"}[p])
+        params = a1.selectbox(
+            "Stationarity on", ["auto", "all", "last"], key="synth_params",
+            format_func=lambda p: {"auto": "parameters it can hold for (benchmarked default)", "all": "all parameters",
+                                   "last": "last layer only (paper Fig. 4)"}[p],
+            help="auto leaves out weights in front of a normalisation layer: they are scale invariant, so no "
+                 "weighted sum of gradients can reproduce them.")
         distance = a2.selectbox("Stationarity distance", ["cos", "l1", "l2", "none"], key="synth_distance",
                                 help="cos: scale-free (default); l1: the paper's Eq. 8; l2: Alg. 1; "
                                      "none: class maximisation only, no stationarity.")
     n = len(chosen) * per_class
-    st.caption(f"{n} candidates x {steps} steps on {active.device}.")
-    if st.button("Run synthesis", type="primary", key="synth_run", disabled=n == 0):
+    cfg = default_config(active.kind, steps=steps, params=params, stationarity=distance)
+    _estimate_caption(active, n, cfg)
+
+    go = st.button("Generate", type="primary", key="synth_run", disabled=n == 0 or mine is not None,
+                   help="Runs in the background: you can switch pages or change settings while it runs.")
+    if mine is not None and mine.kind != KIND:
+        st.info(f"Your {mine.kind} run ({mine.title}) is still going; Generate is available when it ends "
+                "or after you stop it on its page.", icon=":material/hourglass_top:")
+    if go and n > 0 and mine is None:
         targets = [names.index(c) for c in chosen for _ in range(per_class)]
-        cfg = default_config(active.kind, steps=steps, params=params, stationarity=distance)
-        result = _run(active, targets, cfg, seed, ncol=len(chosen))
-        if result is not None:
-            st.session_state[RESULT_KEY] = {"result": result, "model": active.label, "names": names}
+        mine = _submit_synthesis(active, targets, cfg, seed, names, preset, per_class, len(chosen))
 
-    stored = st.session_state.get(RESULT_KEY)
-    if stored and stored["model"] == active.label:
-        _show_result(stored["result"], stored["names"], active)
-
+    if mine is not None and mine.kind == KIND:
+        live.progress_panel(mine, ncol=len(mine.params.get("classes", [])) or 10, tile=common.tile)
+    last = _last_finished(KIND)
+    if last is not None:
+        _show_result(last, active)
+    _history()
     with st.expander("Soft-label mixing: between two classes (paper Fig. 6)"):
         _mixing(active, names)
 
 
-def _run(active: common.ActiveModel, targets, cfg, seed: int, ncol: int) -> SynthResult | None:
-    """One synthesis with a live progress bar and preview; None (and an error box) on failure."""
-    progress = common.LiveProgress(cfg.steps, preview_every=10, ncol=max(ncol, 1))
+def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
+    text = f"{n} candidates x {cfg.steps} steps on {active.device}"
+    if n == 0:
+        st.caption(text + ".")
+        return
     try:
-        with common.shown_errors("Synthesis"):
-            return synthesize(active.working_copy(), targets, cfg, seed=seed, device=active.device,
-                              callback=progress)
-    finally:
-        progress.clear()
-    return None
+        cost = common.step_cost(active, n, cfg)
+    except Exception as e:  # noqa: BLE001 - an estimate is a nicety; say why there is none
+        st.caption(f"{text} (no time estimate: {common.error_message(e, 'measuring a step')}).")
+        return
+    st.caption(f"{text}. Estimated time: about {cost.estimate(cfg.steps):.0f} s (measured here: "
+               f"{1000 * cost.step_seconds:.0f} ms a step after {cost.setup_seconds:.1f} s of set-up; other "
+               "users' runs share the machine and can make it longer).")
 
 
-def _show_result(result: SynthResult, names: list[str], active: common.ActiveModel) -> None:
-    n = len(result.labels)
-    st.subheader("Result")
-    st.caption(f"{n} candidates, {result.steps_run} steps in {result.seconds:.1f} s on {active.device}; "
-               f"{int(result.kept.sum())}/{n} kept (λ ≥ 0).")
-    reading = result.trust.get("reading", "")
-    common.strength_box(reading.split(" ", 1)[0] if reading else "unknown", f"**Trust reading:** {reading}")
-    card_cos = common.card_cosine(active.card)
-    if result.trust.get("best_cosine") is not None:
-        st.caption("The reading uses the best stationarity cosine this run reached; it rises with more steps "
-                   "and candidates." + (f" For comparison, the model's training data reach {card_cos:.2f} "
-                                        "(Model page)." if isinstance(card_cos, (int, float)) else ""))
-    probs = result.history.get("target_prob") or [[float("nan")] * n]
-    # One column per class, one row per repetition.
+def _submit_synthesis(active: common.ActiveModel, targets: list[int], cfg: Any, seed: int, names: list[str],
+                      preset: str, per_class: int, n_classes: int) -> Job | None:
+    model = active.working_copy()  # a private copy: the cached model is shared by every browser session
+    label, device = active.label, active.device
+    classes = sorted(set(targets))
+
+    def work(job: Job) -> SynthResult:
+        result = synthesize(model, targets, cfg, seed=seed, device=device, callback=live.StepReporter(job))
+        common.record_step_cost(label, device, len(targets), cfg, result)
+        job.params["rows"] = synthesis_rows(model, result, names)
+        job.params["meta"] = run_meta(model, model_name=label, config=cfg, seed=seed, device=device,
+                                      preset=preset, targets=targets, steps_run=result.steps_run,
+                                      stopped=job.stop_requested, trust=result.trust)
+        return result
+
+    preset_name = PRESETS[preset].label if preset in PRESETS else "Custom"
+    title = f"{preset_name}: {n_classes} classes x {per_class} on {label}"
+    return live.submit(KIND, title, work, device=device, params={
+        "model": label, "names": names, "classes": classes, "preset": preset_name, "per_class": per_class,
+        "seed": seed, "steps": cfg.steps, "card_cosine": common.card_cosine(active.card), "family": active.data_family,
+        "spec": active.spec, "student_model": model,
+    })
+
+
+def _last_finished(kind: str) -> Job | None:
+    done = [j for j in live.history(kind) if not j.active]
+    return done[-1] if done else None
+
+
+# --------------------------------------------------------------------------- the result
+
+
+def _ordered(result: SynthResult) -> list[int]:
+    """Indices in display order: one column per class, one row per repetition."""
     groups: dict[int, list[int]] = {}
     for i, label in enumerate(result.labels.tolist()):
         groups.setdefault(label, []).append(i)
     classes = sorted(groups)
-    order = [groups[c][r] for r in range(max(map(len, groups.values()))) for c in classes if r < len(groups[c])]
+    return [groups[c][r] for r in range(max(map(len, groups.values()))) for c in classes if r < len(groups[c])]
+
+
+def _show_result(job: Job, active: common.ActiveModel) -> None:
+    st.subheader("Result")
+    p = job.params
+    if job.result is None:
+        st.error(common.error_message(job.exception, "Synthesis") if job.exception else live.status_line(job),
+                 icon=":material/error:")
+        return
+    result: SynthResult = job.result
+    names: list[str] = p["names"]
+    n = len(result.labels)
+    partial = "" if result.steps_run >= p["steps"] else f" of {p['steps']}"
+    stopped = job.status == "stopped"
+    st.caption(f"Run #{job.id} on **{p['model']}**: {n} candidates, {result.steps_run}{partial} steps in "
+               f"{result.seconds:.1f} s on {job.device}; {int(result.kept.sum())}/{n} kept (λ ≥ 0); "
+               f"{live.status_line(job)}.")
+    if stopped:
+        st.warning(f"Stopped after {result.steps_run} of {p['steps']} steps: this is a partial result.",
+                   icon=":material/stop_circle:")
+    if p["model"] != active.label:
+        st.info(f"This run was made with {p['model']}; the model selected now is {active.label}.",
+                icon=":material/info:")
+    reading = result.trust.get("reading", "")
+    common.strength_box(trust_strength(result.trust.get("best_cosine")), f"**Trust reading:** {reading}")
+    card_cos = p.get("card_cosine")
+    if result.trust.get("best_cosine") is not None:
+        st.caption("The reading uses the best stationarity cosine this run reached; it rises with more steps "
+                   "and candidates." + (f" For comparison, the model's training data reach {card_cos:.2f} "
+                                        "(Model page)." if isinstance(card_cos, (int, float)) else ""))
+    rows = p.get("rows") or []
+    order = _ordered(result)
     captions = []
     for i in order:
-        cap = f"{names[int(result.labels[i])]} · λ={float(result.lambdas[i]):.2f} · p={probs[-1][i]:.2f}"
+        prob = rows[i]["probability"] if i < len(rows) else float("nan")
+        cap = f"{names[int(result.labels[i])]} · λ={float(result.lambdas[i]):.2f} · p={prob:.2f}"
         captions.append(cap if bool(result.kept[i]) else cap + " · dropped")
-    common.show_images(result.images[order], captions, per_row=min(len(classes), 10))
-    st.plotly_chart(charts.synthesis_history(result.history), key="synth_history")
-    buf = io.BytesIO()
-    np.savez_compressed(buf, images=result.images.numpy(), labels=result.labels.numpy(),
-                        lambdas=result.lambdas.numpy(), kept=result.kept.numpy())
-    st.download_button("Download images (.npz)", buf.getvalue(), file_name="dsvs.npz",
-                       mime="application/octet-stream", key="synth_download")
+    common.show_images(result.images[order], captions, per_row=min(len(p["classes"]), 10))
+    st.plotly_chart(charts.synthesis_history(result.history), key=f"synth_history_{job.id}")
+    if rows:
+        if "zip" not in p:  # built once per run: reruns reuse it
+            p["zip"] = export_zip(result.images, rows, p.get("meta", {}), grid_ncol=min(len(p["classes"]), 10))
+        data = p["zip"]
+        st.download_button("Download the DSVs (.zip: PNGs, metrics.csv, metrics.json)", data,
+                           file_name=f"dsvs_run{job.id}.zip", mime="application/zip", key=f"synth_download_{job.id}",
+                           icon=":material/download:")
+    _distill_section(job, result)
+
+
+def _distill_section(synth: Job, result: SynthResult) -> None:
+    """Retrain a fresh student on the kept DSVs only (paper Table 2) as its own job."""
+    family = synth.params.get("family")
+    st.markdown("**Does the model's knowledge survive in the DSVs?** Train a fresh model of the same "
+                "architecture on the kept DSVs alone, then test it on real data it never saw.")
+    kept = int(result.kept.sum())
+    mine = live.current_job()
+    if family is None:
+        st.caption("No bundled test set fits this model, so a student cannot be tested here.")
+        return
+    if st.button(f"Retrain a student on the {kept} kept DSVs", key=f"distill_{synth.id}",
+                 disabled=kept == 0 or mine is not None):
+        _submit_distill(synth, result, family)
+        mine = live.current_job()
+    if mine is not None and mine.kind == "distill" and mine.params.get("source") == synth.id:
+        live.progress_panel(mine)
+    done = [j for j in live.history("distill") if j.params.get("source") == synth.id and not j.active]
+    if done:
+        j = done[-1]
+        if j.result is not None:
+            acc, n_test, epochs = j.result
+            st.metric(f"Student test accuracy ({n_test} real test images)", f"{acc:.1%}",
+                      help=f"A fresh {synth.params['spec'].arch} trained {epochs} epochs on the kept DSVs only "
+                           "(the benchmarks' student protocol, one seed).")
+            st.caption(f"Student run #{j.id}: {live.status_line(j)}.")
+        else:
+            st.error(common.error_message(j.exception, "Training the student") if j.exception else live.status_line(j))
+
+
+def _submit_distill(synth: Job, result: SynthResult, family: str) -> None:
+    import torch
+
+    from dsvlib.evaluate import STUDENT_FIT
+    from dsvlib.models import build_classifier
+    from dsvlib.train import accuracy, fit
+
+    spec = synth.params["spec"]
+    images, labels = result.kept_images()
+    test = common.bundled_dataset(f"{family}:test")
+    steps_per_epoch = max(1, -(-len(images) // STUDENT_FIT.batch_size))
+    epochs = max(STUDENT_FIT.epochs, -(-STUDENT_FIT.min_steps // steps_per_epoch))
+
+    def work(job: Job):
+        torch.manual_seed(1000)
+        student = build_classifier(spec)
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            job.report(step=epoch + 1, steps=epochs, text=f"epoch {epoch + 1}/{epochs} · loss {loss:.3f}")
+            job.check_stop()
+
+        fit(student, images, labels, STUDENT_FIT, seed=0, on_epoch=on_epoch)
+        return accuracy(student, test.images, test.labels), len(test), epochs
+
+    live.submit("distill", f"student on {len(images)} DSVs of run #{synth.id}", work, device="cpu",
+                params={"source": synth.id})
+
+
+# --------------------------------------------------------------------------- history and comparison
+
+
+def _history() -> None:
+    runs = [j for j in live.history(KIND) if not j.active and j.result is not None]
+    if not runs:
+        return
+    st.subheader("Run history (this browser session)")
+    table = []
+    for j in runs:
+        r: SynthResult = j.result
+        cos = r.trust.get("best_cosine")
+        table.append({"run": f"#{j.id}", "time": datetime.datetime.fromtimestamp(j.created).strftime("%H:%M:%S"),
+                      "model": j.params["model"], "preset": j.params["preset"],
+                      "candidates": len(r.labels), "steps": f"{r.steps_run}/{j.params['steps']}",
+                      "status": j.status, "trust": f"{trust_strength(cos)} ({cos:.2f})" if cos is not None else "-",
+                      "kept": f"{int(r.kept.sum())}/{len(r.kept)}", "seconds": round(r.seconds, 1)})
+    st.dataframe(table, hide_index=True, width="stretch")
+    if len(runs) < 2:
+        st.caption("Generate again (another preset, seed or model) to compare two runs side by side.")
+        return
+    labels = {f"#{j.id} · {j.params['model']} · {j.params['preset']}": j for j in runs}
+    keys = list(labels)
+    c1, c2 = st.columns(2)
+    for col, default, key in ((c1, len(keys) - 2, "cmp_a"), (c2, len(keys) - 1, "cmp_b")):
+        pick = col.selectbox("Compare run", keys, index=default, key=key)
+        j = labels[pick]
+        r = j.result
+        cos = r.trust.get("best_cosine")
+        col.caption(f"trust {trust_strength(cos)}" + (f" (cos {cos:.2f})" if cos is not None else "") +
+                    f" · kept {int(r.kept.sum())}/{len(r.kept)} · {r.steps_run} steps · {r.seconds:.1f} s")
+        col.image(common.tile(r.images[_ordered(r)], min(len(j.params["classes"]), 10), px=40),
+                  caption=f"run #{j.id}", width="stretch")
+
+
+# --------------------------------------------------------------------------- soft-label mixing
 
 
 def _mixing(active: common.ActiveModel, names: list[str]) -> None:
@@ -111,18 +298,31 @@ def _mixing(active: common.ActiveModel, names: list[str]) -> None:
     delta = float(c3.slider("δ (share of b)", 0.0, 1.0, 0.5, 0.05, key="mix_delta"))
     count = int(c4.number_input("Images", 1, 20, 2, key="mix_count"))
     steps = int(st.number_input("Mixing steps", 1, 5000, 150, step=10, key="mix_steps"))
-    if st.button("Run mixing", key="mix_run"):
+    mine = live.current_job()
+    if st.button("Run mixing", key="mix_run", disabled=mine is not None):
         ia, ib = names.index(a), names.index(b)
         targets = soft_targets([ia] * count, [ib] * count, delta, len(names))
-        result = _run(active, targets, default_config(active.kind, steps=steps), 0, ncol=count)
-        if result is not None:
-            with common.shown_errors("Scoring the mixed images"):
-                p = predict(active.model, result.images)
-                st.session_state[MIX_KEY] = {"result": result, "model": active.label, "a": ia, "b": ib,
-                                             "delta": delta, "probs": p}
-    mixed = st.session_state.get(MIX_KEY)
-    if mixed and mixed["model"] == active.label:
-        na, nb, p = names[mixed["a"]], names[mixed["b"]], mixed["probs"]
-        st.markdown(f"**{na} → {nb}, δ = {mixed['delta']:.2f}**: the model's probabilities of the results")
-        captions = [f"p({na})={float(q[mixed['a']]):.2f} · p({nb})={float(q[mixed['b']]):.2f}" for q in p]
-        common.show_images(mixed["result"].images, captions, per_row=min(len(p), 10))
+        model, cfg, device = active.working_copy(), default_config(active.kind, steps=steps), active.device
+
+        def work(job: Job):
+            res = synthesize(model, targets, cfg, seed=0, device=device, callback=live.StepReporter(job))
+            return res, predict(model, res.images)
+
+        live.submit("mix", f"mixing {a} → {b} at δ = {delta:.2f}", work, device=device,
+                    params={"model": active.label, "a": ia, "b": ib, "delta": delta})
+        mine = live.current_job()
+    if mine is not None and mine.kind == "mix":
+        live.progress_panel(mine, ncol=count, tile=common.tile)
+    mixed = _last_finished("mix")
+    if mixed is None:
+        return
+    if mixed.result is None:
+        st.error(common.error_message(mixed.exception, "Mixing") if mixed.exception else live.status_line(mixed))
+        return
+    res, probs = mixed.result
+    mp = mixed.params
+    na, nb = names[mp["a"]] if mp["a"] < len(names) else mp["a"], names[mp["b"]] if mp["b"] < len(names) else mp["b"]
+    st.markdown(f"**{na} → {nb}, δ = {mp['delta']:.2f}** on {mp['model']}: the model's probabilities of the results")
+    captions = [f"p({na})={float(q[mp['a']]):.2f} · p({nb})={float(q[mp['b']]):.2f}" for q in probs]
+    common.show_images(res.images, captions, per_row=min(len(probs), 10))
+

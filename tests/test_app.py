@@ -5,8 +5,12 @@ Each page is a plain function; :func:`_page_script` runs one as a stand-alone ap
 """
 from __future__ import annotations
 
+import csv
 import io
+import json
 import sys
+import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,7 @@ if str(ROOT) not in sys.path:
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import dsvlib  # noqa: E402
-from app import common  # noqa: E402
+from app import common, jobs  # noqa: E402
 from dsvlib import ModelFileError  # noqa: E402
 
 MAIN = ROOT / "app" / "main.py"
@@ -98,19 +102,61 @@ def test_shortcut_model_shows_its_shortcut_audit() -> None:
     assert any("Planted shortcut" in t and "triangle" in t for t in _texts(at.warning))
 
 
+# --------------------------------------------------------------------------- jobs
+
+
+@pytest.fixture(autouse=True)
+def fresh_jobs():
+    """Every AppTest shares one session id, so each test starts from an empty job registry (and
+    stops whatever a failed test left running)."""
+    reg = jobs.registry()
+    for owner in reg.owners():
+        reg.forget(owner)
+    yield
+
+
+def _all_jobs(kind: str | None = None) -> list:
+    reg = jobs.registry()
+    return sorted((j for o in reg.owners() for j in reg.jobs(o, kind)), key=lambda j: j.id)
+
+
+def last_job(kind: str):
+    found = _all_jobs(kind)
+    assert found, f"no {kind} job was started"
+    return found[-1]
+
+
+def finish(at: AppTest, timeout: float = TIMEOUT) -> AppTest:
+    """Rerun the page (as its polling fragment would) until no job is queued or running, then once
+    more so that the page shows the result."""
+    deadline = time.monotonic() + timeout
+    while any(j.active for j in _all_jobs()):
+        assert time.monotonic() < deadline, "a job did not finish in time"
+        time.sleep(0.2)
+        at.run()
+    return at.run()
+
+
+def _custom(at: AppTest, classes: list[str], per_class: int, steps: int, model: str = MODEL) -> AppTest:
+    at.radio(key="synth_preset").set_value("custom").run()
+    at.multiselect(key=f"synth_classes:{model}").set_value(classes)
+    at.number_input(key="synth_per_class").set_value(per_class)
+    at.number_input(key="synth_steps").set_value(steps)
+    return at.run()
+
+
 # --------------------------------------------------------------------------- synthesize
 
 
-def test_synthesize_page_run_produces_results() -> None:
-    at = page_app("synthesize").run()
-    at.multiselect(key=f"synth_classes:{MODEL}").set_value(["3", "7"])
-    at.number_input(key="synth_per_class").set_value(1)
-    at.number_input(key="synth_steps").set_value(5)
-    at.run()
-    assert any("2 candidates x 5 steps" in c for c in _texts(at.caption))
+def test_synthesize_page_run_produces_results_and_a_download() -> None:
+    at = _custom(page_app("synthesize").run(), ["3", "7"], 1, 5)
+    assert any("2 candidates x 5 steps" in c and "Estimated time: about" in c for c in _texts(at.caption))
     at.button(key="synth_run").click().run()
+    finish(at)
     _no_failure(at)
-    result = at.session_state["synth_result"]["result"]
+    job = last_job("synthesize")
+    result = job.result
+    assert job.status == "done" and job.started is not None
     assert tuple(result.images.shape) == (2, 1, 28, 28)
     assert result.labels.tolist() == [3, 7] and result.steps_run == 5
     assert 0.0 <= float(result.images.min()) and float(result.images.max()) <= 1.0
@@ -122,9 +168,60 @@ def test_synthesize_page_run_produces_results() -> None:
     trust = [t for t in _texts(at.info) + _texts(at.success) + _texts(at.warning) if "Trust reading:" in t]
     assert trust == [f"**Trust reading:** {result.trust['reading']}"]
     assert len(at.get("plotly_chart")) == 1
+    # The take-away: a zip whose PNGs are the run's images and whose metrics name the model.
+    with zipfile.ZipFile(io.BytesIO(job.params["zip"])) as zf:
+        pngs = sorted(n for n in zf.namelist() if n.startswith("images/"))
+        meta = json.loads(zf.read("metrics.json"))
+    assert len(pngs) == 2 and meta["meta"]["model"] == MODEL
+    assert [r["lambda"] for r in meta["rows"]] == pytest.approx(result.lambdas.tolist(), abs=1e-6)
+    assert any(d.proto.label.startswith("Download the DSVs") for d in at.get("download_button"))
     # The run leaves the cached model exactly as found.
     model, _ = common.load_default_model(MODEL, "cpu")
     assert not model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_synthesize_page_stop_keeps_a_partial_result_and_widgets_do_not_lose_the_run() -> None:
+    at = _custom(page_app("synthesize").run(), ["1"], 1, 5000)
+    at.button(key="synth_run").click().run()
+    job = last_job("synthesize")
+    deadline = time.monotonic() + TIMEOUT
+    while job.latest.get("step", 0) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # Touching a widget reruns the script; the run goes on and Generate stays locked meanwhile.
+    at.number_input(key="synth_seed").set_value(5).run()
+    assert job.active and last_job("synthesize") is job
+    assert at.button(key="synth_run").disabled
+    at.button(key=f"stop_{job.id}").click().run()
+    finish(at)
+    _no_failure(at)
+    assert job.status == "stopped" and 3 <= job.result.steps_run < 5000
+    assert job.stop_latency is not None and job.stop_latency < 5.0  # the bench measures the real latency
+    assert any("partial result" in w for w in _texts(at.warning))
+    assert not at.button(key="synth_run").disabled
+
+
+def test_synthesize_page_history_compares_two_runs_and_retrains_a_student() -> None:
+    at = _custom(page_app("synthesize").run(), ["0", "1"], 1, 3)
+    at.button(key="synth_run").click().run()
+    finish(at)
+    at.number_input(key="synth_seed").set_value(1).run()
+    at.button(key="synth_run").click().run()
+    finish(at)
+    _no_failure(at)
+    assert "Run history (this browser session)" in _texts(at.subheader)
+    table = at.dataframe[0].value
+    assert len(table) == 2 and list(table["candidates"]) == [2, 2]
+    assert at.selectbox(key="cmp_a").value != at.selectbox(key="cmp_b").value
+    run = last_job("synthesize")
+    at.button(key=f"distill_{run.id}").click().run()
+    finish(at)
+    _no_failure(at)
+    student = last_job("distill")
+    acc, n_test, _ = student.result
+    assert student.status == "done" and n_test == len(common.bundled_dataset("mnist:test"))
+    metric = [m for m in at.metric if m.label.startswith("Student test accuracy")]
+    assert metric and metric[0].value == f"{acc:.1%}"
 
 
 def test_synthesize_page_soft_label_mixing() -> None:
@@ -135,9 +232,10 @@ def test_synthesize_page_soft_label_mixing() -> None:
     at.number_input(key="mix_count").set_value(1)
     at.number_input(key="mix_steps").set_value(3)
     at.button(key="mix_run").click().run()
+    finish(at)
     _no_failure(at)
-    mixed = at.session_state["mix_result"]
-    assert torch.allclose(mixed["result"].targets[0, [1, 7]], torch.tensor([0.5, 0.5]))
+    res, _ = last_job("mix").result
+    assert torch.allclose(res.targets[0, [1, 7]], torch.tensor([0.5, 0.5]))
     captions = [c for img in at.image for c in img.captions]
     assert len(captions) == 1 and captions[0].startswith("p(1)=") and "p(7)=" in captions[0]
 
@@ -148,27 +246,25 @@ def test_synthesize_page_shows_errors_instead_of_tracebacks(monkeypatch) -> None
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(synth_page, "synthesize", out_of_memory)
     at = page_app("synthesize").run()
+    monkeypatch.setattr(synth_page, "synthesize", out_of_memory)
     at.button(key="synth_run").click().run()
+    finish(at)
     assert not at.exception
+    assert last_job("synthesize").status == "failed"
     assert len(at.error) == 1 and "ran out of memory" in at.error[0].value
-    assert "Result" not in _texts(at.subheader)
-    assert at.button(key="synth_run")  # the page is still there and usable
+    assert at.button(key="synth_run") and not at.button(key="synth_run").disabled  # still usable
 
 
 def test_colour_model_synthesis_and_edit_run() -> None:
     """The shortcut model takes 3x32x32 colour images: the "natural" configuration and RGB display."""
-    if "shortcut_convnet" not in dsvlib.default_models():
-        pytest.skip("shortcut_convnet is not shipped in this checkout")
     at = page_app("synthesize").run()
     at.sidebar.selectbox[0].select("shortcut_convnet").run()
-    at.multiselect(key="synth_classes:shortcut_convnet").set_value(["triangle"])
-    at.number_input(key="synth_per_class").set_value(1)
-    at.number_input(key="synth_steps").set_value(2)
+    _custom(at, ["triangle"], 1, 2, model="shortcut_convnet")
     at.button(key="synth_run").click().run()
+    finish(at)
     _no_failure(at)
-    result = at.session_state["synth_result"]["result"]
+    result = last_job("synthesize").result
     natural = dsvlib.default_config("natural")
     assert tuple(result.images.shape) == (1, 3, 32, 32)
     assert (result.config.init_mean, result.config.l1, result.config.tv) == (natural.init_mean, natural.l1, natural.tv)
@@ -178,8 +274,9 @@ def test_colour_model_synthesis_and_edit_run() -> None:
     at.sidebar.selectbox[0].select("shortcut_convnet").run()
     at.number_input(key="edit_steps").set_value(2)
     at.button(key="edit_run").click().run()
+    finish(at)
     _no_failure(at)
-    assert tuple(at.session_state["edit_result"]["after_img"].shape) == (1, 3, 32, 32)
+    assert tuple(last_job("edit").result.edited.shape) == (1, 3, 32, 32)
 
 
 # --------------------------------------------------------------------------- model upload
@@ -295,31 +392,60 @@ def test_edit_page_run_shows_before_and_after() -> None:
     at.selectbox(key=f"edit_target:{MODEL}").set_value("8")
     at.number_input(key="edit_steps").set_value(4)
     at.button(key="edit_run").click().run()
+    finish(at)
     _no_failure(at)
-    stored = at.session_state["edit_result"]
+    job = last_job("edit")
+    res = job.result
     test = common.bundled_dataset("mnist:test")
-    assert torch.equal(stored["before_img"], test.images[3:4])
-    assert tuple(stored["after_img"].shape) == (1, 1, 28, 28)
-    assert not torch.equal(stored["after_img"], stored["before_img"])
-    assert stored["target"] == 8 and abs(float(stored["after"].sum()) - 1) < 1e-4
+    assert torch.equal(res.original, test.images[3:4])
+    assert tuple(res.edited.shape) == (1, 1, 28, 28)
+    assert not torch.equal(res.edited, res.original)
+    assert job.params["target"] == 8 and abs(float(res.probs_after.sum()) - 1) < 1e-4
     assert "Edited toward '8'" in _texts(at.subheader)
     captions = [c for img in at.image for c in img.captions]
     assert any(c.startswith("before:") for c in captions) and any(c.startswith("after:") for c in captions)
     assert len(at.get("plotly_chart")) == 1
+    with zipfile.ZipFile(io.BytesIO(job.params["zip"])) as zf:
+        assert sorted(zf.namelist()) == sorted(["images/0000_before.png", "images/0001_after.png",
+                                                "images/0002_difference.png", "grid.png", "metrics.csv",
+                                                "metrics.json", "README.txt"])
+
+
+def test_prepare_upload_flags_an_ink_on_paper_drawing_and_inverts_it(mnist_model) -> None:
+    """A black digit drawn on white paper, 60x40: the model's MNIST digits are light on dark."""
+    from PIL import Image
+
+    _, spec = mnist_model
+    arr = np.full((40, 60), 255, np.uint8)
+    arr[8:32, 26:34] = 0  # a dark vertical stroke
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    prepared = common.prepare_upload(buf.getvalue(), "drawing.png", spec)
+    assert prepared.polarity_mismatch
+    text = "; ".join(prepared.notes)
+    assert "resized from 60x40 to 28x28" in text and "aspect ratio" in text and "colours inverted" in text
+    assert float(prepared.image[0, 0, 0, 0]) < 0.1 and float(prepared.image.max()) > 0.9  # dark paper now
+    kept = common.prepare_upload(buf.getvalue(), "drawing.png", spec, invert=False)
+    assert float(kept.image[0, 0, 0, 0]) > 0.9 and "not inverted" in "; ".join(kept.notes)
+    arr2 = 255 - arr[:, 16:44]  # already light on dark and square: nothing to say about polarity
+    buf2 = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr2)[6:34]).save(buf2, format="PNG")
+    same = common.prepare_upload(buf2.getvalue(), "ok.png", spec)
+    assert not same.polarity_mismatch and same.notes == ()
 
 
 # --------------------------------------------------------------------------- selection
 
 
 def test_selection_page_ranks_images_by_lambda() -> None:
-    select = pytest.importorskip("dsvlib.select", reason="dsvlib.select is not in this checkout yet")
     at = page_app("selection").run()
     at.slider(key="sel_n:mnist:train").set_value(100)
     at.number_input(key="sel_steps").set_value(30)
     at.button(key="sel_run").click().run()
+    finish(at)
     _no_failure(at)
-    stored = at.session_state["selection_result"]
-    res, data = stored["res"], stored["data"]
+    job = last_job("rank")
+    (res, _), data = job.result, job.params["data"]
     assert len(data) == 100 and tuple(res.lambdas.shape) == (100,) and len(res.class_lambda_sum) == 10
     assert torch.equal(res.labels, data.labels)
     metrics = {m.label: m.value for m in at.metric}
@@ -332,23 +458,26 @@ def test_selection_page_ranks_images_by_lambda() -> None:
     # The highest-λ tab shows, for class 0 first, its 5 highest-λ images in decreasing order.
     shown = [c for img in at.tabs[0].image for c in img.captions]
     assert len(shown) == 5 * 10  # every class has at least 5 of the 100 images
-    values = [float(c.split("λ=")[1].split(" ")[0]) for c in shown[:5]]
+    values = [float(c.split("λ=")[1].split(" ")[0]) for c in shown[:5] if "tied" not in c]
     assert values == sorted(values, reverse=True)
     assert values[0] == pytest.approx(float(res.lambdas[data.labels == 0].max()), rel=1e-2, abs=1e-6)
+    # Ties at λ = 0 are said to be ties, not ranked.
+    zeros = int((res.lambdas <= 0).sum())
+    assert zeros > 0  # 100 images and 30 steps: most multipliers are exactly 0
+    low = [c for img in at.tabs[1].image for c in img.captions]
+    assert any(c.startswith("λ = 0 (tied)") for c in low)
+    assert any("tied at λ = 0" in m for m in _texts(at.markdown))
+    # The ranking's take-away: every image, in λ order.
+    with zipfile.ZipFile(io.BytesIO(job.params["zips"]["lambda"])) as zf:
+        rows = list(csv.DictReader(io.StringIO(zf.read("metrics.csv").decode())))
+    assert len(rows) == 100
+    lams = [float(r["lambda"]) for r in rows]
+    assert lams == sorted(lams, reverse=True)
     # Ranking by alpha re-labels the page without fitting again.
     at.radio(key="sel_by").set_value("alpha").run()
     _no_failure(at)
     assert "Images with α > 0" in {m.label for m in at.metric}
-    assert at.session_state["selection_result"]["res"] is res
-
-
-def test_selection_page_says_so_when_the_select_module_is_missing(monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "dsvlib.select", None)  # import raises ImportError
-    monkeypatch.delattr(dsvlib, "select", raising=False)
-    at = page_app("selection").run()
-    assert not at.exception
-    assert any("dsvlib.select could not be imported" in w for w in _texts(at.warning))
-    assert not at.button
+    assert last_job("rank") is job
 
 
 # --------------------------------------------------------------------------- helpers

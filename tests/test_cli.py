@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,3 +79,54 @@ def test_rank_writes_csv_and_grid(tmp_path: Path) -> None:
 def test_rank_unknown_data_is_a_clear_error(tmp_path: Path, data: str) -> None:
     proc = dsv("rank", "--model", "mnist_convnet", "--data", data, "--out", str(tmp_path), check=False)
     assert proc.returncode != 0 and "dsv: error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_synthesize_writes_an_export_zip_that_matches_the_run(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    from dsvlib.export import image_grid
+    from dsvlib.io import load_model
+
+    out = tmp_path / "dsv"
+    dsv("synthesize", "--model", "mnist_convnet", "--per-class", "2", "--classes", "0", "5",
+        "--steps", "3", "--seed", "2", "--out", str(out))
+    arr = np.load(out / "images.npz")
+    images = torch.from_numpy(arr["images"])
+    # grid.png is the shared grid writer's picture, 3x upscaled, one row per class
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "grid.png")), image_grid(images, 2, scale=3))
+    zf = zipfile.ZipFile(out / "export.zip")
+    pngs = sorted(f for f in zf.namelist() if f.startswith("images/"))
+    assert pngs == ["images/0000_0.png", "images/0001_0.png", "images/0002_5.png", "images/0003_5.png"]
+    for name, im in zip(pngs, arr["images"]):
+        png = np.asarray(Image.open(io.BytesIO(zf.read(name))), dtype=np.float32) / 255
+        assert np.abs(png - im[0]).max() <= 0.5 / 255 + 1e-6
+    rows = list(csv.DictReader(io.StringIO(zf.read("metrics.csv").decode())))
+    assert [int(r["label"]) for r in rows] == [0, 0, 5, 5]
+    assert [float(r["lambda"]) for r in rows] == pytest.approx(arr["lambdas"].tolist(), rel=1e-6)
+    doc = json.loads(zf.read("metrics.json"))
+    model, _ = load_model("mnist_convnet")
+    from dsvlib.export import model_fingerprint
+
+    assert doc["meta"]["model"] == "mnist_convnet" and doc["meta"]["model_fingerprint"] == model_fingerprint(model)
+    assert doc["meta"]["config"]["steps"] == 3 and doc["meta"]["seed"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.mean([r["predicted"] == r["label"] for r in doc["rows"]]) == pytest.approx(metrics["primal_feasible"])
+
+
+def test_rank_without_data_uses_the_models_training_family(tmp_path: Path) -> None:
+    proc = dsv("rank", "--model", "mnist_convnet", "--limit", "60", "--steps", "30", "--out", str(tmp_path))
+    rows = list(csv.DictReader(open(tmp_path / "lambdas.csv")))
+    assert len(rows) == 60 and "wrote" in proc.stdout
+
+
+def test_rank_without_data_on_a_model_no_bundled_set_fits(tmp_path: Path) -> None:
+    from dsvlib.io import save_model
+    from dsvlib.models import ModelSpec, build_classifier
+
+    spec = ModelSpec(arch="convnet", num_classes=7, in_channels=3, image_size=16, mean=(0.5,), std=(0.25,),
+                     arch_kwargs={"width": 4, "depth": 1})
+    path = tmp_path / "odd.safetensors"
+    save_model(build_classifier(spec), spec, path)
+    proc = dsv("rank", "--model", str(path), "--out", str(tmp_path / "r"), check=False)
+    assert proc.returncode != 0 and "pass --data" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,178 @@
+"""Streamlit side of the job registry (:mod:`app.jobs`): who the browser session is, a reaper that
+stops the jobs of sessions that have ended, the step-callback adapter that feeds a job's progress,
+and the polling fragment that shows it with a Stop button.
+
+The script thread only submits and reads: it never waits on the work.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+import streamlit as st
+import torch
+
+from app import jobs as jobs_mod
+from app.jobs import Job
+
+POLL_SECONDS = 0.4  # how often the progress fragment re-reads the job
+PREVIEW_SECONDS = 0.5  # the work renders a preview at most this often (rendering costs a little)
+REAP_SECONDS = 5.0
+REAP_GRACE_SECONDS = 15.0  # a session must be gone this long (a reconnect keeps its jobs)
+
+
+def session_id() -> str:
+    """The browser session running this script ("local" outside a Streamlit server run)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "local"
+
+
+def _session_alive(owner: str) -> bool:
+    from streamlit import runtime
+
+    if not runtime.exists():  # AppTest and plain Python: no server, nothing ends
+        return True
+    return runtime.get_instance().is_active_session(owner)
+
+
+_reaper_started = threading.Event()
+
+
+def _reaper() -> None:
+    """Background thread: stop the jobs of browser sessions that have ended (closed tab)."""
+    gone_since: dict[str, float] = {}
+    while True:
+        time.sleep(REAP_SECONDS)
+        try:
+            now = time.monotonic()
+            reg = jobs_mod.registry()
+            for owner in reg.owners():
+                if _session_alive(owner):
+                    gone_since.pop(owner, None)
+                else:
+                    gone_since.setdefault(owner, now)
+            expired = {o for o, t in gone_since.items() if now - t >= REAP_GRACE_SECONDS}
+            if expired:
+                reg.reap(lambda o: o not in expired)
+                for o in expired:
+                    gone_since.pop(o, None)
+        except Exception:  # noqa: BLE001 - the reaper must never die
+            jobs_mod.log.exception("job reaper")
+
+
+def registry() -> jobs_mod.Registry:
+    """The process's job registry, with its reaper running."""
+    if not _reaper_started.is_set():
+        _reaper_started.set()
+        threading.Thread(target=_reaper, name="dsv-job-reaper", daemon=True).start()
+    return jobs_mod.registry()
+
+
+def submit(kind: str, title: str, work: Callable[[Job], Any], *, device: str, params: dict | None = None) -> Job | None:
+    """Queue work for this browser session; shows why not (and returns None) when it is busy."""
+    try:
+        return registry().submit(session_id(), kind, title, work, device=device, params=params)
+    except jobs_mod.Busy as e:
+        st.warning(f"Not started: {e}.", icon=":material/hourglass_top:")
+        return None
+
+
+def current_job() -> Job | None:
+    return registry().current(session_id())
+
+
+def latest(kind: str) -> Job | None:
+    return registry().latest(session_id(), kind)
+
+
+def history(kind: str) -> list[Job]:
+    return registry().jobs(session_id(), kind)
+
+
+# --------------------------------------------------------------------------- the work side
+
+
+class StepReporter:
+    """The library's step callback (``callback(info) -> stop?``) feeding a job: every step sets the
+    progress, and at most every ``PREVIEW_SECONDS`` (and on the first step) the candidates are
+    rendered for the live preview.  Returns the job's stop flag, so a run stops at its next step."""
+
+    def __init__(self, job: Job, *, preview: bool = True, label: str = "step") -> None:
+        self.job = job
+        self.preview = preview
+        self.label = label
+        self._last_preview = -1e9
+
+    def __call__(self, info: Any) -> bool:
+        step, steps = int(info.step) + 1, int(info.steps)
+        fields: dict[str, Any] = {"step": step, "steps": steps, "elapsed": float(getattr(info, "elapsed", 0.0))}
+        parts = [f"{self.label} {step}/{steps}"]
+        cos = getattr(info, "cosine", None)
+        if isinstance(cos, float) and cos == cos:
+            parts.append(f"stationarity cos {cos:.2f}")
+            fields["cosine"] = cos
+        kept = getattr(info, "kept", None)
+        if kept is not None:
+            parts.append(f"{kept} kept")
+        fields["text"] = " · ".join(parts)
+        now = time.monotonic()
+        images = getattr(info, "images", None)
+        if self.preview and callable(images) and (now - self._last_preview >= PREVIEW_SECONDS or step >= steps):
+            self._last_preview = now
+            fields["preview"] = images()
+            fields["preview_step"] = step
+        return self.job.report(**fields)
+
+
+# --------------------------------------------------------------------------- the page side
+
+
+def progress_panel(job: Job, *, ncol: int = 10, tile: Callable[[torch.Tensor, int], Any] | None = None) -> None:
+    """Progress of ``job`` (queue place, bar, live preview, Stop), re-read every ``POLL_SECONDS`` by
+    a fragment; when the job ends the whole page reruns once to show its result."""
+    seen_key = f"_job_seen_{job.id}"
+
+    @st.fragment(run_every=POLL_SECONDS if job.active else None)
+    def _panel() -> None:
+        if not job.active:
+            if not st.session_state.get(seen_key):
+                st.session_state[seen_key] = True
+                st.rerun()
+            return
+        latest = job.latest
+        head, stop_col = st.columns([5, 1])
+        if job.status == jobs_mod.QUEUED:
+            ahead = job.position - 1
+            head.info(f"Queued: {ahead} job{'s' if ahead != 1 else ''} of other users ahead of yours on "
+                      f"{job.device}. It starts by itself; you can switch pages meanwhile.",
+                      icon=":material/hourglass_top:")
+        else:
+            step, steps = latest.get("step", 0), max(latest.get("steps", 1), 1)
+            text = latest.get("text", "starting ...")
+            head.progress(min(step / steps, 1.0), text=f"{job.title}: {text} · {job.seconds:.1f} s")
+        if stop_col.button("Stop", key=f"stop_{job.id}", help="End the run at its next step and keep what it has so far."):
+            job.stop()
+            st.caption("Stopping ...")
+        preview = latest.get("preview")
+        if preview is not None and tile is not None:
+            st.image(tile(preview, ncol), caption=f"live preview, step {latest.get('preview_step', '?')}")
+
+    _panel()
+
+
+def status_line(job: Job) -> str:
+    """How a finished job ended, in words."""
+    if job.status == jobs_mod.DONE:
+        return f"finished in {job.seconds:.1f} s"
+    if job.status == jobs_mod.STOPPED:
+        lat = job.stop_latency
+        return f"stopped by you after {job.seconds:.1f} s" + (f" (ended {lat:.2f} s after Stop)" if lat is not None else "") + \
+            ": the partial result is shown"
+    if job.status == jobs_mod.CANCELLED:
+        return "cancelled while queued"
+    if job.status == jobs_mod.FAILED:
+        return f"failed: {job.error}"
+    return job.status
