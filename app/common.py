@@ -28,9 +28,11 @@ from dsvlib.data import Dataset, load_dataset
 
 log = logging.getLogger("dsv_studio")
 
-MODEL_TYPES = ("safetensors", "pt", "pth")
+MODEL_TYPES = ("safetensors", "pt", "pth", "onnx")
 IMAGE_TYPES = ("png", "jpg", "jpeg")
-UPLOAD_KEY = "uploaded_model"  # session: {"label", "model", "spec", "file_id"}
+UPLOAD_KEY = "uploaded_model"  # session: the latest upload, {"label", "model", "spec", "file_id"}
+UPLOADS_KEY = "uploaded_models"  # session: every upload kept in this browser session, label -> the same dict
+MAX_UPLOADS = 8  # uploads kept per browser session (the oldest goes first); each holds a whole model
 CHOICE_KEY = "active_model"  # session: the chosen model's label; survives page switches
 DEVICE_KEY = "active_device"
 DISPLAY_PX = 96  # images are upscaled (nearest) to about this size: 28x28 digits are unreadable raw
@@ -49,7 +51,8 @@ def available_devices() -> list[str]:
 def device_label(device: str) -> str:
     if device.startswith("cuda"):
         return f"GPU {device.split(':')[-1]}: {torch.cuda.get_device_name(torch.device(device))}"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU ({n} thread{'s' if n != 1 else ''} for runs)"
 
 
 # --------------------------------------------------------------------------- the active model
@@ -131,7 +134,8 @@ def model_from_upload(data: bytes, filename: str, *, spec: ModelSpec | None = No
     if suffix not in MODEL_TYPES:
         raise ModelFileError(
             f"{name}: file type '.{suffix}' is not a model file; upload a .safetensors file written by "
-            "dsvlib (spec in its metadata), or a .pt/.pth/.safetensors state_dict together with a spec"
+            "dsvlib (spec in its metadata), or a .pt/.pth/.safetensors state_dict or an .onnx graph together "
+            "with a spec"
         )
     if not data:
         raise ModelFileError(f"{name} is empty")
@@ -208,10 +212,25 @@ def prepare_upload(data: bytes, filename: str, spec: ModelSpec, *, invert: bool 
     return PreparedImage(image=image, notes=tuple(notes), polarity_mismatch=mismatch)
 
 
-def set_uploaded_model(label: str, model: Classifier, spec: ModelSpec, file_id: str) -> None:
-    """Make an uploaded model available in the picker and select it."""
-    st.session_state[UPLOAD_KEY] = {"label": label, "model": model, "spec": spec, "file_id": file_id}
+def set_uploaded_model(label: str, model: Classifier, spec: ModelSpec, file_id: str) -> str:
+    """Add an uploaded model to the picker (next to the earlier uploads) and select it.
+
+    Returns the label it got: ``label``, or ``label`` with " #2", " #3", ... where another file
+    already has that label.  The same file uploaded again (another spec) replaces its entry.
+    """
+    uploads: dict[str, dict[str, Any]] = st.session_state.setdefault(UPLOADS_KEY, {})
+    base, n = label, 1
+    while label in uploads and uploads[label]["file_id"] != file_id:
+        n += 1
+        label = f"{base} #{n}"
+    st.session_state.get("measured_cards", {}).pop(label, None)  # measured on the entry it replaces
+    uploads.pop(label, None)
+    uploads[label] = entry = {"label": label, "model": model, "spec": spec, "file_id": file_id}
+    while len(uploads) > MAX_UPLOADS:
+        uploads.pop(next(iter(uploads)))
+    st.session_state[UPLOAD_KEY] = entry
     st.session_state[CHOICE_KEY] = label
+    return label
 
 
 # --------------------------------------------------------------------------- errors
@@ -374,11 +393,36 @@ def _persisted_selectbox(label: str, options: Sequence[str], store_key: str, wid
     return value
 
 
+# Value widgets whose state must survive a page switch (Streamlit forgets the state of widgets a
+# page did not draw).  Buttons, uploaders and downloads cannot be set and are left out.
+_KEPT_PREFIXES = ("synth_", "sel_", "edit_", "mix_", "cmp_")
+_NOT_SETTABLE = ("_run", "_upload")
+
+
+_SHADOW = "_kept_widget_values"
+
+
+def keep_widget_values() -> None:
+    """Keep value widgets' state across page switches.  Streamlit drops the state of every widget
+    the last run did not draw, so at the top of each run the values are copied to a shadow dict,
+    and a value that was dropped is restored from it before its widget is drawn again."""
+    shadow = st.session_state.setdefault(_SHADOW, {})
+    for key, value in shadow.items():
+        if key not in st.session_state:
+            st.session_state[key] = value
+    for key in list(st.session_state.keys()):
+        if (isinstance(key, str) and key.startswith(_KEPT_PREFIXES) and not key.endswith(_NOT_SETTABLE)
+                and "_download" not in key):
+            shadow[key] = st.session_state[key]
+
+
 def model_sidebar() -> ActiveModel | None:
     """The model picker (default models + the uploaded one) and device choice, in the sidebar."""
     sb = st.sidebar
-    upload = st.session_state.get(UPLOAD_KEY)
-    options = list(dsvlib.default_models()) + ([upload["label"]] if upload else [])
+    uploads = st.session_state.get(UPLOADS_KEY, {})
+    # The upload the picker will show: the stored choice is the widget's value (see _persisted_selectbox).
+    upload = uploads.get(st.session_state.get(CHOICE_KEY))
+    options = list(dsvlib.default_models()) + list(uploads)
     if not options:
         sb.error("No models found in assets/models; upload one on the Model page.")
         return None

@@ -6,6 +6,8 @@ The script thread only submits and reads: it never waits on the work.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -18,8 +20,9 @@ from app.jobs import Job
 
 POLL_SECONDS = 0.4  # how often the progress fragment re-reads the job
 PREVIEW_SECONDS = 0.5  # the work renders a preview at most this often (rendering costs a little)
-REAP_SECONDS = 5.0
-REAP_GRACE_SECONDS = 15.0  # a session must be gone this long (a reconnect keeps its jobs)
+# A session must be gone this long before its jobs are stopped (a reconnect keeps them).
+REAP_GRACE_SECONDS = float(os.environ.get("DSV_SESSION_GRACE_S", "15") or 15)
+REAP_SECONDS = min(5.0, max(REAP_GRACE_SECONDS / 2, 0.5))
 
 
 def session_id() -> str:
@@ -56,7 +59,9 @@ def _reaper() -> None:
                     gone_since.setdefault(owner, now)
             expired = {o for o, t in gone_since.items() if now - t >= REAP_GRACE_SECONDS}
             if expired:
-                reg.reap(lambda o: o not in expired)
+                for job in reg.reap(lambda o: o not in expired):
+                    print(f"dsv-studio: browser session ended: stopped job #{job.id} ({job.kind}: {job.title})",
+                          file=sys.stderr, flush=True)
                 for o in expired:
                     gone_since.pop(o, None)
         except Exception:  # noqa: BLE001 - the reaper must never die

@@ -132,7 +132,7 @@ def _show(job: Job) -> None:
     msg = (f"p({names[target]}) went from {float(before[target]):.0%} to {p_target:.0%} in "
            f"{res.synthesis.seconds:.1f} s ({res.synthesis.steps_run} steps).")
     (st.success if int(after.argmax()) == target else st.warning)(msg)
-    st.plotly_chart(charts.probabilities_before_after(names, before.tolist(), after.tolist()), key=f"edit_probs_{job.id}")
+    st.plotly_chart(charts.probabilities_before_after(names, before.tolist(), after.tolist()), key=f"chart_edit_{job.id}")
     if "zip" not in p:
         rows = [{"role": role, "predicted": names[int(q.argmax())], "target": names[target],
                  "p_target": float(q[target]), **{f"p_{n}": float(v) for n, v in zip(names, q.tolist())}}

@@ -132,7 +132,7 @@ def _show(active: common.ActiveModel, job: Job, select: Any) -> None:
                f"{' (converged)' if res.converged else ''}; test accuracy per class from {job.params['test_name']}; "
                f"correlation p = {corr['pearson_p']:.3f}.")
     st.plotly_chart(charts.class_lambda_vs_accuracy(names, corr["class_sum"], corr["class_accuracy"], symbol=sym),
-                    key=f"sel_chart_{job.id}")
+                    key=f"chart_sel_{job.id}")
 
     k = int(st.slider("Images per class to show", 1, 10, 5, key="sel_k"))
     top, bottom = st.tabs([f"Highest {sym} (the selected DSVs)", f"Lowest {sym}"])

@@ -184,7 +184,7 @@ def _show_result(job: Job, active: common.ActiveModel) -> None:
         cap = f"{names[int(result.labels[i])]} · λ={float(result.lambdas[i]):.2f} · p={prob:.2f}"
         captions.append(cap if bool(result.kept[i]) else cap + " · dropped")
     common.show_images(result.images[order], captions, per_row=min(len(p["classes"]), 10))
-    st.plotly_chart(charts.synthesis_history(result.history), key=f"synth_history_{job.id}")
+    st.plotly_chart(charts.synthesis_history(result.history), key=f"chart_synth_{job.id}")
     if rows:
         if "zip" not in p:  # built once per run: reruns reuse it
             p["zip"] = export_zip(result.images, rows, p.get("meta", {}), grid_ncol=min(len(p["classes"]), 10))
