@@ -3,14 +3,16 @@
 The one file format is safetensors whose metadata key ``dsv_spec`` holds the :class:`ModelSpec`
 as JSON.  A plain state_dict (``.pt``/``.pth``) is accepted too, read with
 ``torch.load(weights_only=True)`` so that a pickle can never run code, with the spec given
-separately.  Every problem raises :class:`ModelFileError` with a message that says what is wrong
-and what is accepted.
+separately.  An ONNX graph (``.onnx``, any architecture) is converted to torch by
+:mod:`dsvlib.onnx_import`, again with the spec given separately.  Every problem raises
+:class:`ModelFileError` with a message that says what is wrong and what is accepted.
 """
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models import Classifier, ModelSpec, build_classifier
+from .models import ONNX_ARCH, Classifier, ModelSpec, build_classifier
 
 __all__ = [
     "ModelFileError",
@@ -38,7 +40,7 @@ MAX_MODEL_BYTES = 512 * 1024 * 1024
 SPEC_KEY = "dsv_spec"
 ACCEPTED = (
     "accepted: a .safetensors file written by dsvlib.save_model (spec in its metadata), or a plain "
-    "state_dict of tensors (.safetensors/.pt/.pth) together with a spec"
+    "state_dict of tensors (.safetensors/.pt/.pth) or an ONNX graph (.onnx), either together with a spec"
 )
 
 
@@ -71,6 +73,9 @@ def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike, *,
     """Write ``model`` (a :class:`Classifier` or its bare network) with ``spec`` as safetensors."""
     from safetensors.torch import save_file
 
+    if spec.arch == ONNX_ARCH:
+        raise ValueError("a model read from an ONNX graph is kept as its .onnx file: its weights alone "
+                         "cannot be rebuilt into a network; save_model takes registry architectures")
     net = model.net if isinstance(model, Classifier) else model
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
     meta = {SPEC_KEY: spec.to_json(), "format": "dsvlib-1"}
@@ -135,7 +140,7 @@ def load_state_dict_file(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_
     except pickle.UnpicklingError as e:
         raise ModelFileError(
             f"refused {path.name}: it holds Python objects other than tensors, which could run code "
-            f"when unpickled, so it was not loaded ({str(e).splitlines()[0][:200]}); {ACCEPTED}"
+            f"when unpickled, so it was not loaded. PyTorch said: {_torch_reason(str(e))} {ACCEPTED}"
         ) from None
     except Exception as e:  # corrupt zip, truncated pickle, ...
         raise ModelFileError(f"{path.name} could not be read as a torch state_dict: {e}; {ACCEPTED}") from None
@@ -146,12 +151,64 @@ def load_state_dict_file(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_
     return dict(obj), None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _torch_reason(message: str) -> str:
+    """One whole sentence of torch's refusal, without colour codes: the one naming the refused
+    global where there is one (torch's first sentence, "Weights only load failed.", says nothing,
+    and its advice to load with weights_only=False is exactly what must not be done)."""
+    text = _ANSI.sub("", message)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = next((ln for ln in lines if "GLOBAL" in ln), lines[0] if lines else "no details")
+    line = re.sub(r"^\w*Unpickler error:\s*", "", line)
+    sentence = re.split(r"(?<=[.!?])\s+", line, maxsplit=1)[0]
+    return sentence if sentence.endswith((".", "!", "?")) else sentence + "."
+
+
 def _head_key(net: nn.Module) -> str | None:
     last = None
     for name, mod in net.named_modules():
         if isinstance(mod, nn.Linear):
             last = name
     return f"{last}.weight" if last is not None else None
+
+
+def _shape(t: torch.Tensor) -> str:
+    return str(tuple(t.shape))
+
+
+def _side_by_side(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], missing: list[str],
+                  unexpected: list[str], lines: int = 6) -> str:
+    """The first differing keys as "file key (shape)  <->  expected key (shape)" lines.
+
+    Both sides keep their own order (the module's for expected keys); a file key is paired with the
+    first unpaired expected key of the same shape where there is one, as a renamed layer would be.
+    """
+    missing_set, unexpected_set = set(missing), set(unexpected)
+    miss = [k for k in expected if k in missing_set]
+    extra = [k for k in state if k in unexpected_set]
+    partner: dict[str, str] = {}
+    free = list(miss)
+    for k in extra:  # first pass: same shape
+        m = next((m for m in free if state[k].shape == expected[m].shape), None)
+        if m is not None:
+            partner[k] = m
+            free.remove(m)
+    for k in extra:  # second pass: what is left, in order
+        if k not in partner and free:
+            partner[k] = free.pop(0)
+    pairs: list[tuple[str | None, str | None]] = [(k, partner.get(k)) for k in extra] + [(None, m) for m in free]
+    pairs.sort(key=lambda p: miss.index(p[1]) if p[1] is not None else len(miss) + extra.index(p[0]))
+    width = max((len(f"{k} {_shape(state[k])}") for k, _ in pairs[:lines] if k), default=1)
+    out = []
+    for k, m in pairs[:lines]:
+        left = f"{k} {_shape(state[k])}" if k else "(none)"
+        right = f"{m} {_shape(expected[m])}" if m else "(none)"
+        out.append(f"  {left:<{width}}  <->  {right}")
+    if len(pairs) > lines:
+        out.append(f"  ... and {len(pairs) - lines} more")
+    return "\n".join(out)
 
 
 def _check_state(state: dict[str, torch.Tensor], net: nn.Module, spec: ModelSpec, fname: str) -> dict:
@@ -170,8 +227,10 @@ def _check_state(state: dict[str, torch.Tensor], net: nn.Module, spec: ModelSpec
     if missing or unexpected:
         raise ModelFileError(
             f"{fname}: the weights do not fit architecture {spec.arch!r} {spec.arch_kwargs}: "
-            f"missing keys {missing[:6]}{' ...' if len(missing) > 6 else ''}, "
-            f"unexpected keys {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}"
+            f"{len(missing)} missing keys (expected, not in the file) and {len(unexpected)} unexpected keys "
+            f"(in the file, not expected), of {len(state)} in the file and {len(expected)} expected. "
+            f"First differences, file key (shape) <-> expected key (shape):\n"
+            + _side_by_side(state, expected, missing, unexpected)
         )
     for k, v in expected.items():
         if state[k].shape != v.shape:
@@ -190,8 +249,9 @@ def load_model(path_or_name: str | os.PathLike, *, spec: ModelSpec | None = None
     """Load a classifier; returns ``(model, spec)`` with the model in eval mode.
 
     ``path_or_name`` is a file path or the name of a default model (see :func:`default_models`).
-    ``spec`` is needed for files without dsvlib metadata (plain state_dicts) and overrides the
-    file's spec otherwise.
+    ``spec`` is needed for files without dsvlib metadata (plain state_dicts, ONNX graphs) and
+    overrides the file's spec otherwise.  A ``.onnx`` file (or ``spec.arch == "onnx"``) is read by
+    :func:`dsvlib.onnx_import.load_onnx`: the graph gets the normalised input ``(x - mean) / std``.
     """
     p = Path(path_or_name)
     if not p.exists() and str(path_or_name) in default_models():
@@ -200,6 +260,11 @@ def load_model(path_or_name: str | os.PathLike, *, spec: ModelSpec | None = None
         raise ModelFileError(
             f"no model file or default model named {str(path_or_name)!r}; default models: {default_models()}"
         )
+    if p.suffix.lower() == ".onnx" or (spec is not None and spec.arch == ONNX_ARCH):
+        from .onnx_import import load_onnx  # onnx and onnx2torch are imported only when needed
+
+        model = load_onnx(p, spec, max_bytes=max_bytes)
+        return (model.to(device) if device is not None else model), model.spec
     state, file_spec = load_state_dict_file(p, max_bytes=max_bytes)
     spec = spec or file_spec
     if spec is None:

@@ -8,9 +8,11 @@ any torchvision classification architecture is reachable as ``"torchvision:<name
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
@@ -22,7 +24,15 @@ __all__ = [
     "create_model",
     "list_models",
     "build_classifier",
+    "ArchOption",
+    "arch_options",
+    "ONNX_ARCH",
+    "NORMS",
 ]
+
+ONNX_ARCH = "onnx"  # spec.arch of a classifier read from an ONNX graph (dsvlib.onnx_import)
+NORMS = ("instance", "batch", "group", "layer", "none")
+Norm = Literal["instance", "batch", "group", "layer", "none"]  # NORMS as a type, so arch_options sees them
 
 
 @dataclass(frozen=True)
@@ -136,14 +146,86 @@ def create_model(
     if arch.startswith("torchvision:"):
         return _torchvision_model(arch.split(":", 1)[1], num_classes, in_channels, **kwargs)
     if arch not in _REGISTRY:
-        raise ValueError(
-            f"unknown architecture {arch!r}; known: {list_models()} or 'torchvision:<name>' "
-            "(e.g. 'torchvision:resnet18')"
-        )
+        raise _unknown_arch(arch)
     try:
         return _REGISTRY[arch](num_classes=num_classes, in_channels=in_channels, image_size=size, **kwargs)
     except TypeError as e:
         raise ValueError(f"bad arguments for architecture {arch!r}: {e}") from None
+
+
+@dataclass(frozen=True)
+class ArchOption:
+    """One keyword option of a registered architecture, read from its builder's signature.
+
+    ``type`` is a short name ("int", "float", "str", "bool", "tuple[int, ...]"); ``default`` is
+    None for an option without a default; ``choices`` lists the accepted values where the
+    annotation is a ``Literal``.
+    """
+
+    name: str
+    type: str
+    default: Any
+    choices: tuple[Any, ...] = ()
+
+
+_SPEC_ARGS = ("num_classes", "in_channels", "image_size")
+
+
+def _type_name(annotation: Any, default: Any) -> tuple[str, tuple[Any, ...]]:
+    """(short type name, choices) for an annotation; falls back to the default's type."""
+    if typing.get_origin(annotation) is Literal:
+        choices = typing.get_args(annotation)
+        return type(choices[0]).__name__, tuple(choices)
+    if annotation in (int, float, str, bool):
+        return annotation.__name__, ()
+    # tuple[int, ...] | list[int] and the like: name the first sequence form
+    for arg in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(arg) in (tuple, list):
+            inner = typing.get_args(arg)
+            item = inner[0].__name__ if inner and isinstance(inner[0], type) else "Any"
+            return f"tuple[{item}, ...]", ()
+    if default is not None and default is not inspect.Parameter.empty:
+        return ("tuple[int, ...]" if isinstance(default, (tuple, list)) else type(default).__name__), ()
+    return "str", ()
+
+
+def arch_options(arch: str) -> tuple[ArchOption, ...]:
+    """The keyword options of architecture ``arch`` (what ``ModelSpec.arch_kwargs`` may hold).
+
+    Read with :func:`inspect.signature` from the registered builder, leaving out the arguments
+    that the spec fills in (num_classes, in_channels, image_size).  ``"torchvision:<name>"`` and
+    ``"onnx"`` have none here: torchvision builders take their options through ``**kwargs``, and
+    an ONNX graph carries its architecture in the file.
+    """
+    if arch == ONNX_ARCH:
+        return ()
+    if arch.startswith("torchvision:"):
+        _torchvision_names(arch.split(":", 1)[1])  # fail early on an unknown name
+        return ()
+    if arch not in _REGISTRY:
+        raise _unknown_arch(arch)
+    fn = _REGISTRY[arch]
+    target = fn.__init__ if isinstance(fn, type) else fn
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the defaults' types
+        hints = {}
+    options = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.name in _SPEC_ARGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = None if p.default is p.empty else p.default
+        type_name, choices = _type_name(hints.get(p.name, p.annotation), p.default)
+        options.append(ArchOption(name=p.name, type=type_name, default=default, choices=choices))
+    return tuple(options)
+
+
+def _unknown_arch(arch: str) -> ValueError:
+    if arch == ONNX_ARCH:
+        return ValueError(f"architecture {ONNX_ARCH!r} cannot be built: it is read from an .onnx file "
+                          "with dsvlib.load_model(path, spec=ModelSpec(arch='onnx', ...))")
+    return ValueError(f"unknown architecture {arch!r}; known: {list_models()} or 'torchvision:<name>' "
+                      "(e.g. 'torchvision:resnet18')")
 
 
 def build_classifier(spec: ModelSpec) -> Classifier:
@@ -161,7 +243,7 @@ def build_classifier(spec: ModelSpec) -> Classifier:
 # --------------------------------------------------------------------------- architectures
 
 
-def _norm(kind: str, c: int, hw: tuple[int, int]) -> nn.Module:
+def _norm(kind: Norm | str, c: int, hw: tuple[int, int]) -> nn.Module:
     if kind in ("instance", "instancenorm"):
         return nn.GroupNorm(c, c, affine=True)  # the ConvNet of dataset-condensation papers
     if kind in ("batch", "batchnorm"):
@@ -172,14 +254,14 @@ def _norm(kind: str, c: int, hw: tuple[int, int]) -> nn.Module:
         return nn.GroupNorm(1, c)
     if kind in ("none", None):
         return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}; use instance, batch, group, layer or none")
+    raise ValueError(f"unknown norm {kind!r}; use one of {', '.join(NORMS)}")
 
 
 class ConvNet(nn.Module):
     """The paper's ConvNet: ``depth`` x [conv3x3 -> norm -> ReLU -> avgpool2x2] -> linear."""
 
     def __init__(self, num_classes: int, in_channels: int, image_size: tuple[int, int],
-                 width: int = 32, depth: int = 3, norm: str = "instance") -> None:
+                 width: int = 32, depth: int = 3, norm: Norm = "instance") -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c, (h, w) = in_channels, image_size
@@ -290,7 +372,8 @@ class _RepeatChannels(nn.Module):
         return self.net(x.repeat(1, self.repeat, 1, 1))
 
 
-def _torchvision_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
+def _torchvision_names(name: str) -> list[str]:
+    """torchvision's classification model names; ValueError when ``name`` is not one of them."""
     try:
         import torchvision.models as tvm
     except Exception as e:  # pragma: no cover - depends on the install
@@ -298,6 +381,13 @@ def _torchvision_model(name: str, num_classes: int, in_channels: int, **kwargs: 
     available = tvm.list_models(module=tvm)
     if name not in available:
         raise ValueError(f"unknown torchvision classification model {name!r}; e.g. {available[:8]} ...")
+    return available
+
+
+def _torchvision_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
+    _torchvision_names(name)
+    import torchvision.models as tvm
+
     net = tvm.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if in_channels == 3:
         return net

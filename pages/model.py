@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import streamlit as st
 
 import dsvlib
 from app import common
 from dsvlib import ModelSpec
+from dsvlib.models import ONNX_ARCH, ArchOption, arch_options
 
 INTRO = (
     "**Deep support vectors** (DSVs) are the few inputs that pin down a trained classifier, the way "
@@ -16,6 +17,13 @@ INTRO = (
     "data) by solving the DeepKKT conditions, ranks real images by their multiplier λ, and edits "
     "images toward another class. Pick a model in the sidebar, then use the pages on the left."
 )
+
+FORM_KEY = "model_form"  # session: the architecture form's last values, widget key -> value
+ATTEMPT_KEY = "upload_attempt"  # session: the outcome of the last upload, so that reruns do not load again
+TORCHVISION = "torchvision:<name>"  # the form's choices besides the registry's names
+ONNX_GRAPH = "ONNX graph"
+FORM_TITLE = "Architecture for a plain state_dict or an ONNX graph"
+MEASURE_TRAIN_IMAGES = 1000
 
 TRUST_TEXT = {
     "strong": "the weights are close to a weighted sum of training gradients, so DeepKKT can recover "
@@ -69,16 +77,25 @@ def _show_model(active: common.ActiveModel) -> None:
 
 
 def _show_card(card: dict[str, Any], spec: ModelSpec) -> None:
+    measured = card.get("measured_on")  # a card measured here, on part of the data: say so in the labels
+    n_train = f" ({measured['train_images']:,} images)" if measured else ""
     cols = st.columns(4)
-    metrics = [("Test accuracy", "test_accuracy", "{:.1%}"), ("Train accuracy", "train_accuracy", "{:.1%}"),
-               ("Stationarity cos", "stationarity_cosine", "{:.2f}"),
-               ("Stationarity cos, last layer", "stationarity_cosine_last", "{:.2f}")]
+    metrics = [("Test accuracy", "test_accuracy", "{:.1%}"), (f"Train accuracy{n_train}", "train_accuracy", "{:.1%}"),
+               (f"Stationarity cos{n_train}", "stationarity_cosine", "{:.2f}"),
+               (f"Stationarity cos, last layer{n_train}", "stationarity_cosine_last", "{:.2f}")]
+    over = (f"over {measured['train_images']:,} of the {measured['train_total']:,} training images" if measured
+            else "over the training data")
     for col, (label, key, fmt) in zip(cols, metrics):
         value = card.get(key)
         col.metric(label, fmt.format(value) if isinstance(value, (int, float)) else "-",
-                   help="cos(-θ, Σ∇L) over the training data: 1 means the weights are exactly a "
+                   help=f"cos(-θ, Σ∇L) {over}: 1 means the weights are exactly a "
                         "weighted sum of the training gradients (the KKT stationarity condition)."
                    if key.startswith("stationarity") else None)
+    if measured:
+        st.caption(f"Measured here on the bundled {measured['family']} data: test accuracy on all "
+                   f"{measured['test_images']:,} test images; train accuracy and stationarity on a seeded sample "
+                   f"of {measured['train_images']:,} of the {measured['train_total']:,} training images (the shipped "
+                   "models' cards use every training image).")
     cos_all = common.card_cosine(card)
     strength = common.cosine_strength(cos_all)
     if strength != "unknown":
@@ -116,7 +133,8 @@ def _measure_button(active: common.ActiveModel) -> None:
     from dsvlib.train import accuracy
 
     with common.shown_errors("Measuring the model"), st.spinner("Measuring ..."):
-        train = common.random_subset(common.bundled_dataset(f"{family}:train"), 1000, seed=0)
+        full_train = common.bundled_dataset(f"{family}:train")
+        train = common.random_subset(full_train, MEASURE_TRAIN_IMAGES, seed=0)
         test = common.bundled_dataset(f"{family}:test")
         model = active.working_copy()
         card = {
@@ -124,6 +142,8 @@ def _measure_button(active: common.ActiveModel) -> None:
             "train_accuracy": accuracy(model, train.images, train.labels),
             "stationarity_cosine": dataset_gradient_cosine(model, train.images, train.labels, params="auto"),
             "stationarity_cosine_last": dataset_gradient_cosine(model, train.images, train.labels, params="last"),
+            "measured_on": {"family": family, "train_images": len(train), "train_total": len(full_train),
+                            "test_images": len(test)},
         }
         st.session_state.setdefault("measured_cards", {})[active.label] = card
         st.rerun()
@@ -137,9 +157,12 @@ def _upload_section() -> None:
     st.markdown(
         "Upload a **.safetensors** file written by `dsvlib.save_model` (its spec travels in the metadata). "
         "A plain PyTorch **state_dict** (.pt/.pth, or safetensors without dsvlib metadata) works too when "
-        "you describe its architecture below. Files are read as tensors only: pickled code is never run."
+        "you describe its architecture below, and so does a classifier of **any architecture** exported as "
+        "an **ONNX graph** (.onnx; choose *ONNX graph* below). Files are read as tensors only: pickled code is "
+        "never run, and an ONNX graph may not point at other files or use custom operators. Each upload stays "
+        "in the sidebar's model list for this session."
     )
-    with st.expander("Architecture for a plain state_dict"):
+    with st.expander(FORM_TITLE):
         spec, spec_error = _spec_form()
     up = st.file_uploader("Model file", type=list(common.MODEL_TYPES), key="model_upload")
     if up is None:
@@ -148,54 +171,154 @@ def _upload_section() -> None:
         st.error(f"The architecture form is invalid: {spec_error}", icon=":material/error:")
         return
     attempt_key = f"{up.file_id}|{spec.to_json() if spec else ''}"
-    attempt = st.session_state.get("upload_attempt")
+    attempt = st.session_state.get(ATTEMPT_KEY)
     if attempt is None or attempt["key"] != attempt_key:
         # Load once per file (and spec); reruns only re-show the outcome.
-        attempt = {"key": attempt_key, "error": None, "label": None}
-        try:
-            with st.spinner(f"Reading {up.name} ..."):
-                model, loaded_spec = common.model_from_upload(up.getvalue(), up.name, spec=spec)
-            label = f"{up.name} (uploaded)"
-            common.set_uploaded_model(label, model, loaded_spec, up.file_id)
-            attempt["label"] = label
-        except Exception as e:  # noqa: BLE001 - shown to the user; the app keeps working
-            attempt["error"] = common.error_message(e, f"Loading {up.name}")
-            if "no dsvlib spec" in attempt["error"]:
-                attempt["error"] += (" In the app: open 'Architecture for a plain state_dict' above, describe "
-                                     "the network and tick 'use this architecture'.")
-        st.session_state["upload_attempt"] = attempt
+        with st.spinner(f"Reading {up.name} ..."):
+            attempt = {"key": attempt_key, **handle_upload(up.getvalue(), up.name, up.file_id, spec)}
+        st.session_state[ATTEMPT_KEY] = attempt
     if attempt["error"]:
-        st.error(attempt["error"], icon=":material/error:")
+        st.error(_markdown_error(attempt["error"]), icon=":material/error:")
     else:
-        st.success(f"Loaded {up.name}; it is now the active model (see the sidebar).",
+        st.success(f"Loaded {up.name} as '{attempt['label']}'; it is now the active model (see the sidebar).",
                    icon=":material/check_circle:")
+
+
+def handle_upload(data: bytes, filename: str, file_id: str, spec: ModelSpec | None) -> dict[str, str | None]:
+    """Load one uploaded file and add it to the session's models: ``{"label", "error"}``, one of them None.
+
+    Every failure becomes a message for the user; the app keeps working.
+    """
+    try:
+        model, loaded_spec = common.model_from_upload(data, filename, spec=spec)
+    except Exception as e:  # noqa: BLE001 - shown to the user
+        return {"label": None, "error": common.error_message(e, f"Loading {filename}") + _form_hint(e, spec)}
+    label = common.set_uploaded_model(f"{filename} (uploaded)", model, loaded_spec, file_id)
+    return {"label": label, "error": None}
+
+
+def _form_hint(e: Exception, spec: ModelSpec | None) -> str:
+    text = str(e)
+    if "no dsvlib spec" in text or "carries no spec" in text:
+        which = "choose 'ONNX graph'" if "ONNX" in text else "describe the network"
+        return (f" In the app: open '{FORM_TITLE}' above, {which} and tick 'use this architecture'.")
+    if "pass a spec with arch='onnx'" in text:
+        return f" In the app: choose 'ONNX graph' as the architecture in '{FORM_TITLE}' above."
+    return ""
+
+
+def _markdown_error(message: str) -> str:
+    """The first line as text, indented lines (the side-by-side key lists) as a code block."""
+    first, *rest = message.split("\n")
+    if not rest:
+        return message
+    return first + "\n\n```text\n" + "\n".join(line.rstrip() for line in rest) + "\n```"
+
+
+# --------------------------------------------------------------------------- the architecture form
+
+
+def _remember(key: str, default: Any, options: Sequence[Any] | None = None) -> str:
+    """Put the form's last value for widget ``key`` back before the widget renders.
+
+    Streamlit forgets the state of every widget that a run does not draw (the page was left, or
+    another architecture's options were shown), so the values also live under ``FORM_KEY``.
+    """
+    store = st.session_state.setdefault(FORM_KEY, {})
+    if key not in st.session_state:
+        value = store.get(key, default)
+        st.session_state[key] = value if options is None or value in options else default
+    return key
+
+
+def _kept(key: str, value: Any) -> Any:
+    st.session_state[FORM_KEY][key] = value
+    return value
+
+
+def _widget(draw: Callable[..., Any], label: str, key: str, default: Any, **kwargs: Any) -> Any:
+    """A widget whose value survives page switches; defaults go through session state only."""
+    _remember(key, default, kwargs.get("options"))
+    return _kept(key, draw(label, key=key, **kwargs))
+
+
+def _option_widget(container: Any, arch: str, opt: ArchOption) -> Any:
+    """One typed widget for one architecture option, keyed per architecture."""
+    key = f"spec_opt:{arch}:{opt.name}"
+    label = f"{opt.name} ({opt.type})"
+    if opt.choices:
+        return _widget(container.selectbox, label, key, opt.default, options=list(opt.choices))
+    if opt.type == "bool":
+        return _widget(container.checkbox, label, key, bool(opt.default))
+    if opt.type == "int":
+        return int(_widget(container.number_input, label, key, int(opt.default or 0), step=1))
+    if opt.type == "float":
+        return float(_widget(container.number_input, label, key, float(opt.default or 0.0), format="%g"))
+    if opt.type.startswith("tuple["):
+        text = _widget(container.text_input, label, key, ", ".join(str(v) for v in (opt.default or ())),
+                       help="comma separated; empty for none")
+        return _parse_tuple(opt, text)
+    return _widget(container.text_input, label, key, "" if opt.default is None else str(opt.default))
+
+
+def _parse_tuple(opt: ArchOption, text: str) -> tuple:
+    item = float if "float" in opt.type else int
+    try:
+        return tuple(item(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ValueError(f"option '{opt.name}' takes a comma-separated list of {item.__name__}s, "
+                         f"got {text!r}") from None
 
 
 def _spec_form() -> tuple[ModelSpec | None, str | None]:
     """The spec typed in by the user, or (None, None) when the form is off, or (None, error)."""
-    use = st.checkbox("My file has no dsvlib metadata: use this architecture", key="spec_use")
+    use = _widget(st.checkbox, "My file has no dsvlib metadata (a plain state_dict or an ONNX graph): use "
+                  "this architecture", "spec_use", False)
     c1, c2, c3 = st.columns(3)
-    arch = c1.text_input("Architecture", "convnet", key="spec_arch",
-                         help=f"Registered: {', '.join(dsvlib.list_models())}; or torchvision:<name>")
-    kwargs_text = c1.text_input("Architecture options (JSON)", '{"width": 32, "depth": 3, "norm": "instance"}',
-                                key="spec_kwargs")
-    num_classes = int(c2.number_input("Classes", 2, 100000, 10, key="spec_classes"))
-    in_channels = int(c2.selectbox("Channels", [1, 3], key="spec_channels"))
-    size = int(c3.number_input("Image size (pixels, square)", 8, 1024, 28, key="spec_size"))
-    mean_text = c3.text_input("Mean (comma separated)", "0.1307", key="spec_mean")
-    std_text = c3.text_input("Std (comma separated)", "0.3081", key="spec_std")
-    names_text = st.text_input("Class names (comma separated, optional)", "", key="spec_names")
+    choices = dsvlib.list_models() + [TORCHVISION, ONNX_GRAPH]
+    choice = _widget(c1.selectbox, "Architecture", "spec_arch", "convnet", options=choices,
+                     help="A registered architecture, any torchvision classification model, or an ONNX graph "
+                          "(any architecture, exported with torch.onnx.export).")
+    num_classes = int(_widget(c2.number_input, "Classes", "spec_classes", 10, min_value=2, max_value=100000, step=1))
+    in_channels = int(_widget(c2.selectbox, "Channels", "spec_channels", 1, options=[1, 3]))
+    size = int(_widget(c3.number_input, "Image size (pixels, square)", "spec_size", 28, min_value=8,
+                       max_value=1024, step=1))
+    mean_text = _widget(c3.text_input, "Mean (comma separated)", "spec_mean", "0.1307")
+    std_text = _widget(c3.text_input, "Std (comma separated)", "spec_std", "0.3081")
+    names_text = _widget(st.text_input, "Class names (comma separated, optional)", "spec_names", "")
+    try:
+        arch = _arch_from_choice(c1, choice)
+        arch_kwargs = {opt.name: _option_widget(c1, arch, opt) for opt in arch_options(arch)}
+    except (ValueError, TypeError) as e:  # e.g. an unknown torchvision name: said here, blocks only when used
+        c1.error(str(e), icon=":material/error:")
+        return None, (str(e) if use else None)
     if not use:
         return None, None
     try:
-        arch_kwargs = json.loads(kwargs_text or "{}")
-        if not isinstance(arch_kwargs, dict):
-            raise ValueError("architecture options must be a JSON object such as {\"width\": 32}")
         names = tuple(n.strip() for n in names_text.split(",") if n.strip())
-        spec = ModelSpec(arch=arch.strip(), num_classes=num_classes, in_channels=in_channels, image_size=size,
+        spec = ModelSpec(arch=arch, num_classes=num_classes, in_channels=in_channels, image_size=size,
                          mean=tuple(float(v) for v in mean_text.split(",")),
                          std=tuple(float(v) for v in std_text.split(",")),
                          class_names=names, arch_kwargs=arch_kwargs, name="uploaded")
     except (ValueError, TypeError) as e:
         return None, str(e)
     return spec, None
+
+
+def _arch_from_choice(container: Any, choice: str) -> str:
+    if choice == ONNX_GRAPH:
+        container.caption("The graph gets the pixels normalised with the mean and std on the right, "
+                          "(x - mean) / std for x in [0, 1]: set mean 0 and std 1 if it takes raw pixels. "
+                          f"Export it with {_export_hint()}.")
+        return ONNX_ARCH
+    if choice == TORCHVISION:
+        name = _widget(container.text_input, "torchvision model name", "spec_tv_name", "resnet18",
+                       help="e.g. resnet18, mobilenet_v3_small; built with weights=None")
+        return f"torchvision:{name.strip()}"
+    return choice
+
+
+def _export_hint() -> str:
+    from dsvlib.onnx_import import EXPORT_HINT  # the library's one wording of the export settings
+
+    return "`" + EXPORT_HINT.removeprefix("export with ") + "`"
