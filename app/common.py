@@ -427,7 +427,7 @@ def model_sidebar() -> ActiveModel | None:
         sb.error("No models found in assets/models; upload one on the Model page.")
         return None
     label = _persisted_selectbox("Model", options, CHOICE_KEY, "_model_picker", sb,
-                                 help="Models shipped in assets/models, plus the one you uploaded.")
+                                 help="Models shipped in assets/models, plus every model you uploaded in this session.")
     devices = available_devices()
     device = _persisted_selectbox(
         "Device", devices, DEVICE_KEY, "_device_picker", sb,

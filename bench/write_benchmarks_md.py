@@ -46,6 +46,7 @@ def main() -> None:
 STUDIO_ROWS = (  # (key in studio.json, what it measures, target)
     ("generate_to_first_preview_s", "Generate (benchmarked recipe, 100 candidates) to the first live preview", "< 3 s"),
     ("quick_look_click_to_result_s", "Quick look (20 candidates x 150 steps) from Generate to the finished grid", "< 15 s"),
+    ("quick_look_onnx_click_to_result_s", "Quick look on an uploaded ONNX model of an unregistered architecture", "-"),
     ("stop_request_to_run_end_s", "Stop: from the request to the end of the run (partial result kept)", "< 1 s"),
     ("stop_click_to_partial_result_shown_s", "Stop: from the click to the partial result drawn in the browser", "-"),
 )
@@ -53,10 +54,10 @@ STUDIO_ROWS = (  # (key in studio.json, what it measures, target)
 
 def studio_section(data: dict) -> list[str]:
     """The live studio's timings, measured by the real-browser test (tests/test_e2e_browser.py)."""
-    out = ["## The studio in a real browser (`tests/test_e2e_browser.py`)", "",
+    out = ["## The studio in a real browser (`bench/bench_studio.py`, `tests/test_e2e_browser.py`)", "",
            f"Measured by `{data['command']}` on {data['machine']}: the real server, Debian's chromium "
-           "and the server on the same 2 cores, default model. Each value is one run of the test; "
-           "no test asserts on a time.", "",
+           "and the server on the same 2 cores, default model. Each value is one run (a fresh "
+           "server and browser each time); no test asserts on a time.", "",
            "| what | measured | target |", "| --- | --- | --- |"]
     timings = data.get("timings", {})
     for key, what, target in STUDIO_ROWS:

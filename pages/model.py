@@ -35,9 +35,22 @@ TRUST_TEXT = {
 }
 
 
+HOW_TO_READ = """
+* **Test / train accuracy**: how often the model is right; the card says on which data.
+* **Stationarity cos**: cos(-θ, Σ∇L) over the training data, the DeepKKT stationarity condition with
+  equal multipliers. Near 1, the weights are a weighted sum of training gradients and the DSVs the
+  other pages recover reflect what the model learned (**trust: strong**); near 0 (typical of Adam
+  without weight decay, or of BatchNorm weights), read DSVs as class visualisations (**weak**).
+* **Last layer**: the same cosine on the classifier head alone (paper Fig. 4: partial parameters).
+* A model without a card can be **measured** on the bundled data that fits it (button below).
+* Uploads stay in the sidebar's list for this browser session; nothing is stored on the server's disk.
+"""
+
+
 def model_page() -> None:
     st.title("DSV Studio")
     st.markdown(INTRO)
+    common.how_to_read(HOW_TO_READ)
     summary = st.container()
     st.divider()
     _upload_section()  # before the picker, so that a fresh upload is selected in this very run
