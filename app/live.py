@@ -17,6 +17,7 @@ import torch
 
 from app import jobs as jobs_mod
 from app.jobs import Job
+from dsvlib.progress import describe
 
 POLL_SECONDS = 0.4  # how often the progress fragment re-reads the job
 PREVIEW_SECONDS = 0.5  # the work renders a preview at most this often (rendering costs a little)
@@ -105,30 +106,22 @@ class StepReporter:
     progress, and at most every ``PREVIEW_SECONDS`` (and on the first step) the candidates are
     rendered for the live preview.  Returns the job's stop flag, so a run stops at its next step."""
 
-    def __init__(self, job: Job, *, preview: bool = True, label: str = "step") -> None:
+    def __init__(self, job: Job, *, preview: bool = True) -> None:
         self.job = job
         self.preview = preview
-        self.label = label
         self._last_preview = -1e9
 
     def __call__(self, info: Any) -> bool:
-        step, steps = int(info.step) + 1, int(info.steps)
-        fields: dict[str, Any] = {"step": step, "steps": steps, "elapsed": float(getattr(info, "elapsed", 0.0))}
-        parts = [f"{self.label} {step}/{steps}"]
-        cos = getattr(info, "cosine", None)
-        if isinstance(cos, float) and cos == cos:
-            parts.append(f"stationarity cos {cos:.2f}")
-            fields["cosine"] = cos
-        kept = getattr(info, "kept", None)
-        if kept is not None:
-            parts.append(f"{kept} kept")
-        fields["text"] = " · ".join(parts)
+        p = describe(info)  # the library's one wording of a step, shared with the CLI
+        fields: dict[str, Any] = {"step": p.step, "steps": p.steps, "elapsed": p.elapsed or 0.0, "text": p.text}
+        if p.cosine is not None:
+            fields["cosine"] = p.cosine
         now = time.monotonic()
         images = getattr(info, "images", None)
-        if self.preview and callable(images) and (now - self._last_preview >= PREVIEW_SECONDS or step >= steps):
+        if self.preview and callable(images) and (now - self._last_preview >= PREVIEW_SECONDS or p.step >= p.steps):
             self._last_preview = now
             fields["preview"] = images()
-            fields["preview_step"] = step
+            fields["preview_step"] = p.step
         return self.job.report(**fields)
 
 

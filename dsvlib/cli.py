@@ -18,6 +18,7 @@ from .cards import card_cosine, card_training_data
 from .data import data_family, data_kind
 from .export import export_zip, run_meta, save_grid, synthesis_rows
 from .io import ModelFileError, load_card, load_model
+from .progress import describe
 
 
 class _Bar:
@@ -31,6 +32,12 @@ class _Bar:
         bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
         sys.stderr.write(f"\r{self.label} [{bar}] {done}/{self.total} {time.perf_counter() - self.t0:5.1f}s {extra}   ")
         sys.stderr.flush()
+
+    def progress(self, info: Any) -> None:
+        """Draw a library step record (the same wording as the app: :func:`dsvlib.progress.describe`)."""
+        p = describe(info)
+        self.total = max(1, p.steps)
+        self.update(p.step, p.text)
 
     def close(self) -> None:
         sys.stderr.write("\n")
@@ -78,7 +85,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     bar = _Bar(cfg.steps, "synthesize")
 
     def cb(info) -> None:
-        bar.update(info.step + 1, f"cos {info.cosine:.3f} kept {info.kept}")
+        bar.progress(info)
 
     res = synthesize(model, targets, cfg, seed=args.seed, device=args.device, callback=cb)
     bar.close()
@@ -195,8 +202,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
     bar = _Bar(args.steps, "rank")
 
     def cb(info: Any) -> None:
-        bar.total, bar.label = max(1, info.steps), f"rank: {info.phase}"
-        bar.update(info.step, "" if info.cosine != info.cosine else f"cos {info.cosine:.3f} support {info.support}")
+        bar.label = f"rank: {info.phase}"
+        bar.progress(info)
 
     res = fit_lambdas(model, data.images, data.labels, steps=args.steps, callback=cb)
     bar.close()

@@ -82,16 +82,8 @@ def _submit(active: common.ActiveModel, split: str, n: int, steps: int, seed: in
     model, device, label = active.working_copy(), active.device, active.label
 
     def work(job: Job):
-        def on_step(info: Any) -> bool:
-            if info.phase == "gradients":
-                text = f"per-sample gradients: batch {info.step}/{info.steps}"
-            else:
-                text = (f"fitting λ: step {info.step}/{info.steps} · stationarity cos {info.cosine:.3f} · "
-                        f"{info.support} images with λ > 0")
-            return job.report(step=info.step, steps=info.steps, text=text)
-
         res = select.fit_lambdas(model, subset.images, subset.labels, steps=steps, seed=seed, device=device,
-                                 callback=on_step)
+                                 callback=live.StepReporter(job, preview=False))
         job.report(text="classwise correlation with test accuracy ...")
         corr = {by: select.classwise_correlation(res, model, test, by=by, permutations=2000) for by in select.SCORES}
         job.params["meta"] = run_meta(model, model_name=label, seed=seed, device=device, data=split, images=n,
