@@ -117,6 +117,11 @@ def random_subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
 # --------------------------------------------------------------------------- uploads
 
 
+def safe_stem(label: str) -> str:
+    """A file-name-safe form of a model label, for download names."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._")[:80] or "model"
+
+
 def _safe_filename(name: str, default: str) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name)[-100:].lstrip(".")
     return name or default

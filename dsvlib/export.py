@@ -102,11 +102,12 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int, *, scale: int = GRID_SCALE) -> Path:
+def save_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int, *, scale: int = GRID_SCALE,
+              pad_value: float = 1.0) -> Path:
     """Write :func:`image_grid` (``scale`` times, nearest) as a PNG; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png_bytes(image_grid(images, ncol, scale=scale)))
+    path.write_bytes(png_bytes(image_grid(images, ncol, scale=scale, pad_value=pad_value)))
     return path
 
 

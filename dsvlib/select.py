@@ -578,7 +578,7 @@ def write_rank_outputs(result: SelectionResult, dataset: Any, out_dir: str | Pat
     * ``summary.json``: distances, cosines, support size, per-class sums, timing.
     Returns the paths by name.
     """
-    from torchvision.utils import save_image
+    from .export import save_grid
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -607,7 +607,7 @@ def write_rank_outputs(result: SelectionResult, dataset: Any, out_dir: str | Pat
         top = [images[i].float().cpu() for i in r[:k].tolist()]
         bottom = [images[i].float().cpu() for i in r.flip(0)[:k].tolist()]
         tiles += top + [blank] * (k - len(top)) + [gap] + bottom + [blank] * (k - len(bottom))
-    save_image(torch.stack(tiles).clamp(0, 1), paths["png"], nrow=2 * k + 1, padding=2, pad_value=0.5)
+    save_grid(torch.stack(tiles).clamp(0, 1), paths["png"], 2 * k + 1, scale=1, pad_value=0.5)
 
     summary = {
         "by": by,

@@ -87,6 +87,23 @@ def _show_model(active: common.ActiveModel) -> None:
     }
     st.subheader("Spec")
     st.table({"field": list(rows), "value": [str(v) for v in rows.values()]}, border="horizontal", hide_index=True)
+    st.download_button("Download the model's spec and card (.json)", _model_summary(active, card),
+                       file_name=f"{common.safe_stem(active.label)}.summary.json", mime="application/json",
+                       key="model_summary_download", icon=":material/download:")
+
+
+def _model_summary(active: common.ActiveModel, card: dict[str, Any] | None) -> str:
+    """The spec, the card (shipped, or measured on this page) and the weights' fingerprint, as JSON."""
+    import dataclasses
+
+    from dsvlib.export import jsonable, model_fingerprint
+
+    return json.dumps(jsonable({
+        "model": active.label, "model_fingerprint": model_fingerprint(active.model),
+        "parameters": sum(p.numel() for p in active.model.parameters()),
+        "spec": dataclasses.asdict(active.spec), "card": card,
+        "card_source": "shipped" if active.card else ("measured on this page" if card else None),
+    }), indent=2)
 
 
 def _show_card(card: dict[str, Any], spec: ModelSpec) -> None:

@@ -77,6 +77,20 @@ def test_main_app_renders_the_model_page_with_the_card() -> None:
     assert metrics["Stationarity cos"] == f"{card['stationarity_cosine']:.2f}"
     trust = [t for t in _texts(at.info) + _texts(at.success) + _texts(at.warning) if "Trust:" in t]
     assert len(trust) == 1 and f"{card['stationarity_cosine']:.2f}" in trust[0]
+    assert any(d.proto.label.startswith("Download the model's spec and card") for d in at.get("download_button"))
+
+
+def test_model_summary_download_names_the_weights(mnist_model) -> None:
+    from dsvlib.export import model_fingerprint
+    from pages.model import _model_summary
+
+    model, spec = mnist_model
+    card = dsvlib.load_card(MODEL)
+    active = common.ActiveModel(label=MODEL, model=model, spec=spec, card=card, device="cpu")
+    summary = json.loads(_model_summary(active, card))
+    assert summary["model_fingerprint"] == model_fingerprint(model)
+    assert summary["spec"]["arch"] == spec.arch and summary["card"]["test_accuracy"] == card["test_accuracy"]
+    assert summary["parameters"] == sum(p.numel() for p in model.parameters()) and summary["card_source"] == "shipped"
 
 
 @pytest.mark.parametrize("module, title", [
