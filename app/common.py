@@ -400,7 +400,7 @@ def _persisted_selectbox(label: str, options: Sequence[str], store_key: str, wid
 
 # Value widgets whose state must survive a page switch (Streamlit forgets the state of widgets a
 # page did not draw).  Buttons, uploaders and downloads cannot be set and are left out.
-_KEPT_PREFIXES = ("synth_", "sel_", "edit_", "mix_", "cmp_")
+_KEPT_PREFIXES = ("synth_", "sel_", "edit_", "mix_", "cmp_", "toy_")
 _NOT_SETTABLE = ("_run", "_upload")
 
 
@@ -441,7 +441,7 @@ def model_sidebar() -> ActiveModel | None:
     with shown_errors("Loading the model"):
         if upload and label == upload["label"]:
             model, spec = upload["model"], upload["spec"]
-            if next(model.parameters()).device.type != device:
+            if next(model.parameters()).device != torch.device(device):
                 model = model.to(device)
             card = None
         else:

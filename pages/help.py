@@ -26,6 +26,7 @@ def help_page() -> None:
     _trust()
     _entropy()
     _ranking_and_editing()
+    _runs_and_models()
 
 
 def _what_is_a_dsv() -> None:
@@ -146,3 +147,23 @@ def _ranking_and_editing() -> None:
         "of two classes (paper Fig. 6), a soft label:"
     )
     st.latex(r"y = (1 - \delta)\, e_a + \delta\, e_b, \qquad 0 \le \delta \le 1")
+
+
+def _runs_and_models() -> None:
+    st.header("Runs, and your own model")
+    st.markdown(
+        "- **Runs keep going in the background.** Generate, Fit λ and Run edit start a job on the server; "
+        "you can switch pages or change settings while it runs, and its result waits for you. **Stop** ends "
+        "a run at its next step and keeps what it has so far, marked as a partial result. One run per "
+        "browser tab at a time; when several people share the server, runs queue and the page shows your "
+        "place.\n"
+        "- **Quick look** gives a first grid in seconds; the **Benchmarked recipe** is slower and is the one "
+        "whose quality is measured in BENCHMARKS.md. The time estimate is measured on the device you chose.\n"
+        "- **Your own model** (Model page): a `.safetensors` file written by `dsvlib.save_model`; a plain "
+        "state_dict (`.pt`, `.pth`, `.safetensors`) with its architecture described in the form; or a "
+        "network of **any architecture** exported to ONNX with `torch.onnx.export(..., dynamo=False, "
+        "opset_version=17, dynamic_axes={'input': {0: 'batch'}})`. Files are read as data: pickled code "
+        "is never run.\n"
+        "- **Take-aways**: each result has a zip download with the images as PNGs and their numbers "
+        "(λ, class, probability, entropy) in CSV and JSON, with the settings and the model's fingerprint."
+    )

@@ -239,6 +239,20 @@ def test_generate_survives_a_page_switch_stops_and_downloads(server: Server, bro
         _shot(page, "synthesize_stopped.png", height=1800)
 
 
+def _quick_look(page, timing: str, shot: str) -> None:
+    """Press Generate with the Quick look preset, time it to the finished grid, and check the grid."""
+    from playwright.sync_api import expect
+
+    t0 = time.monotonic()
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_text("Trust reading:")).to_be_visible()
+    _record(timing, time.monotonic() - t0)
+    _settle(page)
+    expect(page.get_by_test_id("stImageCaption").filter(has_text="λ=")).to_have_count(20)
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+    _shot(page, shot, height=1700)
+
+
 def test_quick_look_end_to_end(server: Server, browser) -> None:
     from playwright.sync_api import expect
 
@@ -247,14 +261,7 @@ def test_quick_look_end_to_end(server: Server, browser) -> None:
         generate = page.get_by_role("button", name="Generate")
         generate.wait_for()
         expect(page.get_by_text("20 candidates x 150 steps on cpu")).to_be_visible()  # Quick look is the default
-        t0 = time.monotonic()
-        generate.click()
-        expect(page.get_by_text("Trust reading:")).to_be_visible()
-        _record("quick_look_click_to_result_s", time.monotonic() - t0)
-        _settle(page)
-        expect(page.get_by_test_id("stImageCaption").filter(has_text="λ=")).to_have_count(20)
-        expect(page.get_by_text("Traceback")).to_have_count(0)
-        _shot(page, "synthesize.png", height=1700)
+        _quick_look(page, "quick_look_click_to_result_s", "synthesize.png")
 
 
 def test_two_browser_sessions_run_at_once(server: Server, browser) -> None:
@@ -321,14 +328,7 @@ def test_onnx_upload_of_an_unregistered_architecture_runs_a_quick_look(server: S
         generate.wait_for()
         expect(page.get_by_test_id("stSidebar").get_by_role("combobox", name="Model")).to_have_value(
             "oddnet.onnx (uploaded)")
-        t0 = time.monotonic()
-        generate.click()
-        expect(page.get_by_text("Trust reading:")).to_be_visible()
-        _record("quick_look_onnx_click_to_result_s", time.monotonic() - t0)
-        _settle(page)
-        expect(page.get_by_test_id("stImageCaption").filter(has_text="λ=")).to_have_count(20)
-        expect(page.get_by_text("Traceback")).to_have_count(0)
-        _shot(page, "synthesize_onnx.png", height=1700)
+        _quick_look(page, "quick_look_onnx_click_to_result_s", "synthesize_onnx.png")
 
 
 def test_closing_the_tab_cancels_its_run(server: Server, browser) -> None:
