@@ -165,10 +165,8 @@ class Registry:
 
     def current(self, owner: str) -> Job | None:
         """The owner's queued or running job, if any."""
-        for job in reversed(self._jobs.get(owner, [])):
-            if job.active:
-                return job
-        return None
+        with self._cond:
+            return next((job for job in reversed(self._jobs.get(owner, [])) if job.active), None)
 
     def jobs(self, owner: str, kind: str | None = None) -> list[Job]:
         """The owner's jobs (of ``kind``), oldest first."""

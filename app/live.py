@@ -77,13 +77,15 @@ def registry() -> jobs_mod.Registry:
     return jobs_mod.registry()
 
 
-def submit(kind: str, title: str, work: Callable[[Job], Any], *, device: str, params: dict | None = None) -> Job | None:
-    """Queue work for this browser session; shows why not (and returns None) when it is busy."""
+def submit(kind: str, title: str, work: Callable[[Job], Any], *, device: str, params: dict | None = None) -> None:
+    """Queue work for this browser session and rerun the page, which then shows the job's progress
+    (and its buttons disabled); shows why not when the session already has a job."""
     try:
-        return registry().submit(session_id(), kind, title, work, device=device, params=params)
+        registry().submit(session_id(), kind, title, work, device=device, params=params)
     except jobs_mod.Busy as e:
         st.warning(f"Not started: {e}.", icon=":material/hourglass_top:")
-        return None
+        return
+    st.rerun()
 
 
 def current_job() -> Job | None:

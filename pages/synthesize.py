@@ -80,7 +80,7 @@ def synthesize_page() -> None:
                 "or after you stop it on its page.", icon=":material/hourglass_top:")
     if go and n > 0 and mine is None:
         targets = [names.index(c) for c in chosen for _ in range(per_class)]
-        mine = _submit_synthesis(active, targets, cfg, seed, names, preset, per_class, len(chosen))
+        _submit_synthesis(active, targets, cfg, seed, names, preset, per_class, len(chosen))
 
     if mine is not None and mine.kind == KIND:
         live.progress_panel(mine, ncol=len(mine.params.get("classes", [])) or 10, tile=common.tile)
@@ -108,7 +108,7 @@ def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
 
 
 def _submit_synthesis(active: common.ActiveModel, targets: list[int], cfg: Any, seed: int, names: list[str],
-                      preset: str, per_class: int, n_classes: int) -> Job | None:
+                      preset: str, per_class: int, n_classes: int) -> None:
     model = active.working_copy()  # a private copy: the cached model is shared by every browser session
     label, device = active.label, active.device
     classes = sorted(set(targets))
@@ -124,10 +124,10 @@ def _submit_synthesis(active: common.ActiveModel, targets: list[int], cfg: Any, 
 
     preset_name = PRESETS[preset].label if preset in PRESETS else "Custom"
     title = f"{preset_name}: {n_classes} classes x {per_class} on {label}"
-    return live.submit(KIND, title, work, device=device, params={
+    live.submit(KIND, title, work, device=device, params={
         "model": label, "names": names, "classes": classes, "preset": preset_name, "per_class": per_class,
         "seed": seed, "steps": cfg.steps, "card_cosine": common.card_cosine(active.card), "family": active.data_family,
-        "spec": active.spec, "student_model": model,
+        "spec": active.spec,
     })
 
 

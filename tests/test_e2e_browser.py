@@ -250,6 +250,9 @@ def _quick_look(page, timing: str, shot: str) -> None:
     _settle(page)
     expect(page.get_by_test_id("stImageCaption").filter(has_text="λ=")).to_have_count(20)
     expect(page.get_by_text("Traceback")).to_have_count(0)
+    # Square thumbnails: rounded corners would hide a mark in a corner (the shortcut model's).
+    radii = page.eval_on_selector_all("[data-testid='stImage'] img", "els => els.map(e => getComputedStyle(e).borderRadius)")
+    assert radii and set(radii) == {"0px"}, radii
     _shot(page, shot, height=1700)
 
 
