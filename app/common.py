@@ -144,10 +144,19 @@ def model_from_upload(data: bytes, filename: str, *, spec: ModelSpec | None = No
         )
     if not data:
         raise ModelFileError(f"{name} is empty")
+    from dsvlib.limits import get_limits
+
+    cap = get_limits().model_bytes
+    if len(data) > cap:  # before a copy is written anywhere
+        raise ModelFileError(f"{name} is {len(data) / 2**20:.1f} MiB, over the {cap / 2**20:.0f} MiB limit for "
+                             "model files")
     with tempfile.TemporaryDirectory(prefix="dsv_upload_") as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
-        return dsvlib.load_model(path, spec=spec, device=device)
+        try:
+            return dsvlib.load_model(path, spec=spec, device=device)
+        except MemoryError:
+            raise ModelFileError(f"{name} needs more memory than this server has to load; it was refused") from None
 
 
 def image_from_upload(data: bytes, filename: str, spec: ModelSpec) -> torch.Tensor:
@@ -242,15 +251,16 @@ def set_uploaded_model(label: str, model: Classifier, spec: ModelSpec, file_id: 
 
 
 def error_message(e: BaseException, action: str) -> str:
-    """One readable sentence for a failure, instead of a traceback."""
-    text = str(e).strip() or type(e).__name__
+    """One readable sentence for a failure, instead of a traceback (colour codes removed)."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e)).strip() or type(e).__name__
     first = text.splitlines()[0][:500]
     low = text.lower()
-    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in low or "can't allocate memory" in low:
+    if isinstance(e, ModelFileError):
+        return text  # written for the user; a key mismatch lists the keys on the lines below
+    if (isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in low
+            or "can't allocate memory" in low):
         return (f"{action} ran out of memory. Try fewer images, fewer steps or a smaller model "
                 f"(or the CPU if the GPU is full). Details: {first}")
-    if isinstance(e, ModelFileError):
-        return str(e)
     if isinstance(e, FloatingPointError):
         return f"{action} diverged (NaN or inf): {first}"
     if isinstance(e, ValueError):
@@ -294,6 +304,43 @@ def tile(images: torch.Tensor, ncol: int, pad: int = 2, px: int = 56) -> np.ndar
         return np.zeros((px, px), np.uint8)
     scale = max(1, int(round(px / max(int(images.shape[-2]), 1))))
     return image_grid(images, max(1, min(int(ncol), len(images))), pad=pad, scale=scale)
+
+
+def overlay(image: torch.Tensor, heat: torch.Tensor, px: int = DISPLAY_PX, alpha: float = 0.6) -> np.ndarray:
+    """An attribution map over its image: the image in grey, positive values in orange and negative
+    in blue (colour-blind safe), ``heat`` (H, W) scaled to [-1, 1]; uint8 RGB upscaled like
+    :func:`to_display`."""
+    grey = image.detach().float().clamp(0, 1).mean(0).cpu()
+    h = heat.detach().float().cpu().clamp(-1, 1)
+    pos, neg = h.clamp(min=0), (-h).clamp(min=0)
+    orange, blue = torch.tensor([0.90, 0.62, 0.0]), torch.tensor([0.0, 0.45, 0.70])
+    base = grey[..., None].expand(*grey.shape, 3) * (1 - alpha * (pos + neg))[..., None]
+    rgb = base + alpha * (pos[..., None] * orange + neg[..., None] * blue)
+    return to_display(rgb.permute(2, 0, 1), px)
+
+
+ATTRIBUTION_LABELS = {"integrated_gradients": "Integrated Gradients", "saliency": "Saliency |∂F/∂x|",
+                      "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM (last conv layer)"}
+
+
+def attribution_row(model: torch.nn.Module, images: torch.Tensor, target: int, captions: Sequence[str], *,
+                    key: str, px: int = 140) -> None:
+    """Attribution maps of ``images`` toward class ``target`` side by side, with a method picker
+    (:mod:`dsvlib.attribution`; a few hundred milliseconds for a handful of small images)."""
+    from dsvlib.attribution import METHODS, attribute, last_conv_layer
+
+    methods = [m for m in METHODS if m != "gradcam" or last_conv_layer(model) is not None]
+    method = st.radio("Attribution", methods, horizontal=True, key=key, format_func=ATTRIBUTION_LABELS.get,
+                      help="Which pixels push the model toward the class: orange for, blue against.")
+    cache = st.session_state.setdefault("_attributions", {})
+    ck = (key, method, int(target), tuple(images.shape), float(images.sum()))
+    if ck not in cache:
+        cache.clear()  # one set of maps at a time is enough
+        cache[ck] = attribute(model, images, int(target), method=method).normalised()
+    maps = cache[ck]
+    cols = st.columns(max(len(images), 4))
+    for col, im, m, cap in zip(cols, images, maps, captions):
+        col.image(overlay(im, m, px), caption=cap, width=px)
 
 
 def show_images(images: torch.Tensor, captions: Sequence[str], *, per_row: int = 10, min_slots: int = 8,

@@ -30,6 +30,8 @@ __all__ = [
     "paste_mark",
     "load_image_folder",
     "read_image",
+    "sniff_image_format",
+    "ALLOWED_FORMATS",
     "SHORTCUT_CLASSES",
     "SHORTCUT_CLASS",
     "MARK_BOX",
@@ -186,22 +188,123 @@ def load_shortcut(split: str = "train") -> Dataset:
 
 # --------------------------------------------------------------------------- user folders
 
-_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # decided by the bytes, not the file name
+_OTHER_FORMATS = (  # named in the refusal; never decoded
+    (b"%!PS", "EPS/PostScript"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"), (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"), (b"8BPS", "PSD"), (b"\x00\x00\x01\x00", "ICO"), (b"icns", "ICNS"),
+    (b"\x00\x00\x00\x0cjP", "JPEG 2000"), (b"\xffO\xffQ", "JPEG 2000"), (b"P1", "PBM"), (b"P4", "PBM"),
+    (b"P2", "PGM"), (b"P5", "PGM"), (b"P3", "PPM"), (b"P6", "PPM"), (b"<?xml", "XML/SVG"), (b"<svg", "SVG"),
+    (b"DDS ", "DDS"), (b"\x0a", "PCX"), (b"gimp xcf", "XCF"), (b"PK\x03\x04", "a zip archive"),
+)
+
+
+def sniff_image_format(data: bytes) -> str | None:
+    """The image format the bytes hold, decided by their first bytes: one of
+    :data:`ALLOWED_FORMATS`, or None for anything else."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    return None
+
+
+def _format_name(data: bytes) -> str:
+    head = data[:16].lstrip() if data[:16].lstrip()[:1] == b"<" else data[:16]
+    for magic, name in _OTHER_FORMATS:
+        if head.startswith(magic):
+            return name
+    return "an unknown format" if data else "no data (empty)"
 
 
 def read_image(data: bytes, *, channels: int, size: tuple[int, int], name: str = "image") -> torch.Tensor:
-    """Encoded image bytes (PNG, JPG, ...) as a (C, H, W) float tensor in [0, 1], converted to
-    grey (1 channel) or RGB (3) and resized to ``size``; ``ValueError`` naming ``name`` otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    """Encoded image bytes as a (C, H, W) float tensor in [0, 1], converted to grey (1 channel) or
+    RGB (3) and resized to ``size``; ``ValueError`` naming ``name`` otherwise.
 
+    Formats are allowed by content (PNG, JPEG, WebP, BMP, GIF's first frame; not by the file name,
+    so that no other decoder ever sees the bytes).  The pixel count is checked against
+    :attr:`dsvlib.limits.Limits.image_pixels` before decoding; EXIF orientation is applied;
+    16-bit grey PNGs are scaled by 1/65535.
+    """
+    import warnings
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    fmt = sniff_image_format(data)
+    if fmt is None:
+        raise ValueError(f"{name} is not an allowed image: its bytes are {_format_name(data)}; "
+                         f"allowed: {', '.join(ALLOWED_FORMATS)}")
+    cap = _limits().image_pixels
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{name} is not a readable image ({type(e).__name__}: {e})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below is lower
+            with Image.open(io.BytesIO(data), formats=[fmt]) as im:
+                w, h = im.size
+                if w * h > cap:
+                    raise _TooBig(w, h)
+                im.seek(0)  # an animated GIF or WebP: its first frame
+                im = ImageOps.exif_transpose(im)
+                if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    grey = np.asarray(im, dtype=np.float32) / 65535.0  # 16-bit: full scale is 65535
+                    img = Image.fromarray(np.clip(grey, 0, 1).astype(np.float32), mode="F")
+                    img = img.resize((size[1], size[0]), Image.BILINEAR)
+                    arr = np.asarray(img, dtype=np.float32)
+                    if channels == 3:
+                        arr = np.stack([arr] * 3, axis=-1)
+                else:
+                    im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+                    arr = np.asarray(im, dtype=np.float32) / 255.0
+    except _TooBig as e:
+        raise ValueError(f"{name} is {e.w:,} x {e.h:,} = {e.w * e.h:,} pixels, over the limit of {cap:,} "
+                         "pixels per image (DSV_MAX_IMAGE_PIXELS); scale it down first") from None
+    except Image.DecompressionBombError as e:  # Pillow's own guard, at twice its warning size, fires first
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        count = f" is {int(found.group(1)):,} pixels," if found else " has more pixels than"
+        raise ValueError(f"{name}{count} over the limit of {cap:,} pixels per image "
+                         "(DSV_MAX_IMAGE_PIXELS); scale it down first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ValueError(f"{name} is not a readable {fmt} image ({type(e).__name__}: {e})") from None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(arr.copy())
+    return torch.from_numpy(np.clip(arr, 0, 1).astype(np.float32, copy=True))
+
+
+class _TooBig(Exception):
+    def __init__(self, w: int, h: int) -> None:
+        super().__init__(f"{w}x{h}")
+        self.w, self.h = w, h
+
+
+def _limits():
+    from .limits import get_limits
+
+    return get_limits()
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, where: str) -> bytes:
+    """A zip member's bytes, streamed in chunks and stopped past ``cap`` (the directory's stated
+    size is checked before this; the stream is checked too, in case the directory lies)."""
+    chunks, n = [], 0
+    with zf.open(info) as f:
+        while True:
+            chunk = f.read(min(2**20, cap + 1 - n))
+            if not chunk:
+                break
+            n += len(chunk)
+            if n > cap:
+                raise ValueError(f"{where}: member {info.filename!r} unpacks past the limit of {cap / 2**20:g} MiB "
+                                 "per image (DSV_MAX_ZIP_MEMBER_BYTES)")
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def load_image_folder(path: str | os.PathLike, *, channels: int, image_size: int | tuple[int, int],
@@ -209,28 +312,61 @@ def load_image_folder(path: str | os.PathLike, *, channels: int, image_size: int
     """Images in ImageFolder layout (``root/<class>/<image>``), from a folder or a ``.zip``.
 
     ``class_names`` fixes the label order (e.g. the model's classes); otherwise sorted folder names.
-    Unreadable files raise ``ValueError`` naming the file.
+    Unreadable files raise ``ValueError`` naming the file.  Each image is decoded as it is read
+    (at most one image's bytes in memory); zip members are checked against the per-member and
+    total uncompressed caps of :mod:`dsvlib.limits` from the zip directory before reading.
     """
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ValueError(f"max_images must be a positive int, got {max_images!r}")
+    lim = _limits()
     path = Path(path)
-    entries: list[tuple[str, str, bytes]] = []  # (class, name, bytes)
+    entries: list[tuple[str, str, torch.Tensor]] = []  # (class, name, image)
+
+    def add(cls: str, name: str, data: bytes) -> None:
+        entries.append((cls, name, read_image(data, channels=channels, size=size, name=name)))
+
     if path.is_file() and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ValueError(f"{path.name} is a damaged zip file: {e}") from None
+        with zf:
+            members = []
             for info in zf.infolist():
                 parts = [p for p in info.filename.split("/") if p]
                 if info.is_dir() or len(parts) < 2 or Path(parts[-1]).suffix.lower() not in _IMAGE_EXT:
                     continue
                 if parts[0].startswith("__MACOSX"):
                     continue
-                entries.append((parts[-2], info.filename, zf.read(info)))
-                if len(entries) > max_images:
-                    raise ValueError(f"{path.name} has more than {max_images} images")
+                members.append((parts[-2], info))
+            if len(members) > max_images:
+                raise ValueError(f"{path.name} has more than {max_images} images")
+            total = 0
+            for _, info in members:  # from the directory, before anything is unpacked
+                if info.file_size > lim.zip_member_bytes:
+                    raise ValueError(f"{path.name}: member {info.filename!r} unpacks to "
+                                     f"{info.file_size / 2**20:,.1f} MiB, over the limit of "
+                                     f"{lim.zip_member_bytes / 2**20:g} MiB per image (DSV_MAX_ZIP_MEMBER_BYTES)")
+                total += info.file_size
+            if total > lim.zip_total_bytes:
+                raise ValueError(f"{path.name} unpacks to {total / 2**20:,.1f} MiB, over the limit of "
+                                 f"{lim.zip_total_bytes / 2**20:g} MiB per zip (DSV_MAX_ZIP_TOTAL_BYTES)")
+            for cls, info in members:
+                try:
+                    data = _read_member(zf, info, lim.zip_member_bytes, path.name)
+                except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as e:
+                    raise ValueError(f"{path.name}: member {info.filename!r} cannot be read: {e}") from None
+                add(cls, info.filename, data)
     elif path.is_dir():
-        for f in sorted(path.glob("*/*")):
-            if f.is_file() and f.suffix.lower() in _IMAGE_EXT:
-                entries.append((f.parent.name, str(f), f.read_bytes()))
-                if len(entries) > max_images:
-                    raise ValueError(f"{path} has more than {max_images} images")
+        files = [f for f in sorted(path.glob("*/*")) if f.is_file() and f.suffix.lower() in _IMAGE_EXT]
+        if len(files) > max_images:
+            raise ValueError(f"{path} has more than {max_images} images")
+        for f in files:
+            if f.stat().st_size > lim.zip_member_bytes:
+                raise ValueError(f"{f} is {f.stat().st_size / 2**20:,.1f} MiB, over the limit of "
+                                 f"{lim.zip_member_bytes / 2**20:g} MiB per image (DSV_MAX_ZIP_MEMBER_BYTES)")
+            add(f.parent.name, str(f), f.read_bytes())
     else:
         raise ValueError(f"{path} is neither a folder nor a zip file in ImageFolder layout (root/<class>/<image>)")
     if not entries:
@@ -241,7 +377,7 @@ def load_image_folder(path: str | os.PathLike, *, channels: int, image_size: int
     if unknown:
         raise ValueError(f"folders {unknown} are not among the classes {list(names)}")
     entries.sort(key=lambda e: (names.index(e[0]), e[1]))
-    x = torch.stack([read_image(b, channels=channels, size=size, name=n) for _, n, b in entries])
+    x = torch.stack([t for _, _, t in entries])
     y = torch.tensor([names.index(c) for c, _, _ in entries], dtype=torch.long)
     return Dataset(x, y, names, str(path))
 

@@ -9,6 +9,8 @@ separately.  An ONNX graph (``.onnx``, any architecture) is converted to torch b
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import pickle
@@ -21,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models import ONNX_ARCH, Classifier, ModelSpec, build_classifier
+from .limits import get_limits
+from .models import ONNX_ARCH, Classifier, ModelSpec, build_classifier, check_buildable
 
 __all__ = [
     "ModelFileError",
@@ -31,12 +34,13 @@ __all__ = [
     "default_models",
     "default_model_path",
     "load_card",
+    "file_sha256",
     "ASSETS_DIR",
     "MAX_MODEL_BYTES",
 ]
 
 ASSETS_DIR = Path(os.environ.get("DSV_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
-MAX_MODEL_BYTES = 512 * 1024 * 1024
+MAX_MODEL_BYTES = get_limits().model_bytes  # the default; DSV_MAX_MODEL_BYTES raises it (dsvlib.limits)
 SPEC_KEY = "dsv_spec"
 ACCEPTED = (
     "accepted: a .safetensors file written by dsvlib.save_model (spec in its metadata), or a plain "
@@ -58,14 +62,52 @@ def default_model_path(name: str) -> Path:
     return ASSETS_DIR / "models" / f"{name}.safetensors"
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (what a card's ``weights_sha256`` records)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def _shipped_cards() -> list[Path]:
+    return sorted((ASSETS_DIR / "models").glob("*.card.json")) + sorted((ASSETS_DIR / "judges").glob("*.card.json"))
+
+
 def load_card(name_or_path: str | os.PathLike) -> dict[str, Any] | None:
-    """The model card (JSON) beside a default model, or None."""
+    """The model card (JSON) of a weights file, found by the file's content, or None.
+
+    ``name_or_path`` is a default model's name or a weights file.  A card applies only when its
+    ``weights_sha256`` equals the sha256 of the file: the card beside the file is tried first,
+    then every shipped card (``assets/models``, ``assets/judges``).  A file merely named like a
+    shipped model, with other weights, gets no card.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ValueError(f"name_or_path must be a path or a default model name, got {type(name_or_path).__name__}")
     p = Path(name_or_path)
-    stem = p.name[: -len(".safetensors")] if p.name.endswith(".safetensors") else p.name
-    card = (p.parent if p.suffix else ASSETS_DIR / "models") / f"{stem}.card.json"
-    if not card.is_file():
-        card = ASSETS_DIR / "models" / f"{stem}.card.json"
-    return json.loads(card.read_text()) if card.is_file() else None
+    if not p.is_file():
+        if str(name_or_path) not in default_models():
+            return None
+        p = default_model_path(str(name_or_path))
+    st = p.stat()
+    digest = _sha256_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    stem = p.name[: -len(".safetensors")] if p.name.endswith(".safetensors") else p.stem
+    for card_path in [p.parent / f"{stem}.card.json", *_shipped_cards()]:
+        if not card_path.is_file():
+            continue
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(card, dict) and card.get("weights_sha256") == digest:
+            return card
+    return None
 
 
 def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike, *,
@@ -86,69 +128,166 @@ def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike, *,
     return path
 
 
-def _read_safetensors_header(path: Path, size: int) -> dict[str, Any] | None:
-    """Parsed header, or None when the file does not look like safetensors at all."""
+class _NotSafetensors(Exception):
+    pass
+
+
+def _read_safetensors_header(path: Path, size: int, fname: str) -> dict[str, Any] | None:
+    """The parsed header; None when the file does not look like safetensors at all (8-byte length,
+    then ``{``); :class:`ModelFileError` ("damaged safetensors header") when it does but the header
+    is cut off, oversized or not a JSON object."""
+    cap = get_limits().header_bytes
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
+        head = f.read(9)
+        if len(head) < 9 or head[8:9] != b"{":
             return None
-        n = struct.unpack("<Q", head)[0]
-        if n < 2 or n > min(size - 8, 100 * 1024 * 1024):
-            return None
+        n = struct.unpack("<Q", head[:8])[0]
+        if n > cap and n > size - 8:
+            return None  # a length this wrong is not a safetensors header but some other file
+        damaged = f"{fname}: damaged safetensors header"
+        if n > size - 8:
+            raise ModelFileError(f"{damaged}: it says {n:,} bytes but the file has {size - 8:,} after the length "
+                                 "(a cut-off file?)")
+        if n > cap:
+            raise ModelFileError(f"{damaged}: {n / 2**20:.1f} MiB of header, over the "
+                                 f"{cap / 2**20:g} MiB limit (DSV_MAX_HEADER_BYTES)")
+        f.seek(8)
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ModelFileError(f"{damaged}: not valid JSON ({type(e).__name__}); {ACCEPTED}") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{damaged}: a JSON {type(header).__name__}, not an object; {ACCEPTED}")
+    meta = header.get("__metadata__")
+    if meta is not None and (not isinstance(meta, dict)
+                             or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())):
+        what = type(meta).__name__ if not isinstance(meta, dict) else "an object with non-string values"
+        raise ModelFileError(f"{damaged}: its __metadata__ is {what}, not an object of strings; {ACCEPTED}")
+    return header
+
+
+def _spec_from_header(header: dict[str, Any], fname: str) -> ModelSpec | None:
+    meta = header.get("__metadata__") or {}
+    if SPEC_KEY not in meta:
         return None
-    return header if isinstance(header, dict) else None
+    try:
+        return ModelSpec.from_json(meta[SPEC_KEY])
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{fname}: the dsv_spec metadata is invalid: {e}") from None
 
 
-def load_state_dict_file(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES
-                         ) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
-    """Read tensors (and the spec, where the file has one) without ever unpickling code."""
-    path = Path(path)
+def _check_file(path: Path, max_bytes: int) -> int:
+    """The file's size; :class:`ModelFileError` for a directory, a missing file or an oversized one."""
+    if path.is_dir():
+        raise ModelFileError(f"{path.name or path} is a directory, not a model file; {ACCEPTED}")
     if not path.is_file():
         raise ModelFileError(f"no such model file: {path}")
     size = path.stat().st_size
     if size > max_bytes:
         raise ModelFileError(
-            f"{path.name} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit for model files"
+            f"{path.name} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit for model files "
+            "(DSV_MAX_MODEL_BYTES)"
         )
-    header = _read_safetensors_header(path, size)
+    return size
+
+
+def _check_torch_zip(path: Path, max_bytes: int) -> None:
+    """Refuse a torch zip checkpoint whose members unpack past the caps, from the zip directory
+    alone, before torch reads any member (a deflated 1.5 GB data.pkl is a 1.6 MB file)."""
+    lim = get_limits()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise ModelFileError(f"{path.name} is a damaged zip file: {e}; {ACCEPTED}") from None
+    total = 0
+    for info in infos:
+        cap = lim.pickle_bytes if info.filename.endswith(".pkl") else max_bytes
+        env = "DSV_MAX_PICKLE_BYTES" if info.filename.endswith(".pkl") else "DSV_MAX_MODEL_BYTES"
+        if info.file_size > cap:
+            raise ModelFileError(
+                f"refused {path.name}: its member {info.filename!r} unpacks to {info.file_size / 2**20:,.1f} MiB, "
+                f"over the {cap / 2**20:g} MiB limit ({env}); nothing was read"
+            )
+        total += info.file_size
+        if total > max_bytes:
+            raise ModelFileError(
+                f"refused {path.name}: its members unpack to more than {max_bytes / 2**20:g} MiB, the limit for "
+                "model files (DSV_MAX_MODEL_BYTES); nothing was read"
+            )
+
+
+def _read_tensors(path: Path, header: dict[str, Any] | None) -> dict[str, torch.Tensor]:
+    """The tensors of a checked file (safetensors when ``header`` is given, else a torch checkpoint)."""
     if header is not None:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        meta = header.get("__metadata__") or {}
-        spec = None
-        if SPEC_KEY in meta:
-            try:
-                spec = ModelSpec.from_json(meta[SPEC_KEY])
-            except (ValueError, TypeError, json.JSONDecodeError) as e:
-                raise ModelFileError(f"{path.name}: the dsv_spec metadata is invalid: {e}") from None
         try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-            raise ModelFileError(f"{path.name} is a damaged safetensors file: {e}") from None
-        return state, spec
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if not (zipfile.is_zipfile(path) or magic[:1] == b"\x80"):
-        raise ModelFileError(f"{path.name} is not a model file (neither safetensors nor a torch state_dict); {ACCEPTED}")
+            return load_file(str(path))
+        except (SafetensorError, OSError, RuntimeError, ValueError, TypeError) as e:
+            raise ModelFileError(f"{path.name} is a damaged safetensors file: {_first_line(e)}") from None
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:  # a file object: torch would dispatch on a .safetensors suffix
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ModelFileError(
             f"refused {path.name}: it holds Python objects other than tensors, which could run code "
             f"when unpickled, so it was not loaded. PyTorch said: {_torch_reason(str(e))} {ACCEPTED}"
         ) from None
-    except Exception as e:  # corrupt zip, truncated pickle, ...
-        raise ModelFileError(f"{path.name} could not be read as a torch state_dict: {e}; {ACCEPTED}") from None
+    except MemoryError:
+        raise ModelFileError(f"{path.name}: reading it ran out of memory; it is not a plain state_dict") from None
+    except Exception as e:  # noqa: BLE001 - corrupt zip, truncated pickle, ...
+        raise ModelFileError(f"{path.name} could not be read as a torch state_dict: "
+                             f"{_ANSI.sub('', _first_line(e))}; {ACCEPTED}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
         raise ModelFileError(f"{path.name} holds a {type(obj).__name__}, not a state_dict of tensors; {ACCEPTED}")
-    return dict(obj), None
+    return dict(obj)
+
+
+def _open_model_file(path: Path, max_bytes: int) -> tuple[dict[str, Any] | None, ModelSpec | None]:
+    """Check a file without reading its tensors: (safetensors header or None for a torch
+    checkpoint, the spec in its metadata or None)."""
+    size = _check_file(path, max_bytes)
+    header = _read_safetensors_header(path, size, path.name)
+    if header is not None:
+        return header, _spec_from_header(header, path.name)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if zipfile.is_zipfile(path):
+        _check_torch_zip(path, max_bytes)
+    elif magic[:1] != b"\x80":
+        raise ModelFileError(f"{path.name} is not a model file (neither safetensors nor a torch state_dict); {ACCEPTED}")
+    return None, None
+
+
+def load_state_dict_file(path: str | os.PathLike, *, max_bytes: int | None = None
+                         ) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
+    """Read tensors (and the spec, where the file has one) without ever unpickling code.
+
+    Size caps (file, header, zip members) are checked before anything is read; see
+    :mod:`dsvlib.limits`.  Every problem is a :class:`ModelFileError`.
+    """
+    path = Path(path)
+    max_bytes = _max_bytes(max_bytes)
+    header, spec = _open_model_file(path, max_bytes)
+    return _read_tensors(path, header), spec
+
+
+def _max_bytes(max_bytes: int | None) -> int:
+    if max_bytes is None:
+        return get_limits().model_bytes
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+    return max_bytes
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -232,19 +371,45 @@ def _check_state(state: dict[str, torch.Tensor], net: nn.Module, spec: ModelSpec
             f"First differences, file key (shape) <-> expected key (shape):\n"
             + _side_by_side(state, expected, missing, unexpected)
         )
+    out = {}
     for k, v in expected.items():
         if state[k].shape != v.shape:
             raise ModelFileError(
                 f"{fname}: shape mismatch for '{k}': the file has {tuple(state[k].shape)}, "
                 f"architecture {spec.arch!r} {spec.arch_kwargs} expects {tuple(v.shape)}"
             )
-        if state[k].is_floating_point() and not torch.isfinite(state[k]).all():
-            raise ModelFileError(f"{fname}: tensor '{k}' contains NaN or inf values; the model cannot be used")
-    return state
+        out[k] = _cast_checked(state[k], v.dtype, k, fname)
+    return out
+
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+
+
+def _cast_checked(t: torch.Tensor, dtype: torch.dtype, key: str, fname: str) -> torch.Tensor:
+    """``t`` cast to the model's ``dtype``, then checked finite: the check runs on the values the
+    model will hold (float64 1e300 becomes inf in float32 and is refused).  Integer tensors only
+    fill integer slots (BatchNorm's counter); float8, complex and other dtypes are refused."""
+    if t.dtype not in _FLOATS + _INTS + (torch.bool,):
+        raise ModelFileError(f"{fname}: tensor '{key}' has dtype {str(t.dtype).replace('torch.', '')}, which is not "
+                             "supported; weights must be float16, bfloat16, float32 or float64")
+    if dtype.is_floating_point:
+        if not t.is_floating_point():
+            raise ModelFileError(f"{fname}: tensor '{key}' holds {str(t.dtype).replace('torch.', '')} values where the "
+                                 f"model has {str(dtype).replace('torch.', '')} weights; integer weights are refused")
+        t = t.to(dtype)
+        if not torch.isfinite(t).all():
+            raise ModelFileError(f"{fname}: tensor '{key}' contains NaN or inf values (after the cast to "
+                                 f"{str(dtype).replace('torch.', '')}); the model cannot be used")
+        return t
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise ModelFileError(f"{fname}: tensor '{key}' holds {str(t.dtype).replace('torch.', '')} values where the "
+                             f"model has an {str(dtype).replace('torch.', '')} counter")
+    return t.to(dtype)
 
 
 def load_model(path_or_name: str | os.PathLike, *, spec: ModelSpec | None = None,
-               device: str | torch.device | None = None, max_bytes: int = MAX_MODEL_BYTES
+               device: str | torch.device | None = None, max_bytes: int | None = None
                ) -> tuple[Classifier, ModelSpec]:
     """Load a classifier; returns ``(model, spec)`` with the model in eval mode.
 
@@ -252,7 +417,18 @@ def load_model(path_or_name: str | os.PathLike, *, spec: ModelSpec | None = None
     ``spec`` is needed for files without dsvlib metadata (plain state_dicts, ONNX graphs) and
     overrides the file's spec otherwise.  A ``.onnx`` file (or ``spec.arch == "onnx"``) is read by
     :func:`dsvlib.onnx_import.load_onnx`: the graph gets the normalised input ``(x - mean) / std``.
+
+    Order of the checks, each before anything it guards is allocated: file size and header or zip
+    directory; the spec (types, ranges: :mod:`dsvlib.limits`); the network's parameter count on
+    the ``meta`` device; the tensors, cast to the model's dtype and checked finite; only then the
+    real network.  Every problem with the file is a :class:`ModelFileError`; a bad argument
+    (``spec``, ``max_bytes``) a ``ValueError`` naming it.
     """
+    if spec is not None and not isinstance(spec, ModelSpec):
+        raise ValueError(f"spec must be a dsvlib.ModelSpec or None, got {type(spec).__name__}")
+    if not isinstance(path_or_name, (str, os.PathLike)):
+        raise ValueError(f"path_or_name must be a path or a default model name, got {type(path_or_name).__name__}")
+    max_bytes = _max_bytes(max_bytes)
     p = Path(path_or_name)
     if not p.exists() and str(path_or_name) in default_models():
         p = default_model_path(str(path_or_name))
@@ -263,21 +439,36 @@ def load_model(path_or_name: str | os.PathLike, *, spec: ModelSpec | None = None
     if p.suffix.lower() == ".onnx" or (spec is not None and spec.arch == ONNX_ARCH):
         from .onnx_import import load_onnx  # onnx and onnx2torch are imported only when needed
 
+        _check_file(p, max_bytes)
         model = load_onnx(p, spec, max_bytes=max_bytes)
         return (model.to(device) if device is not None else model), model.spec
-    state, file_spec = load_state_dict_file(p, max_bytes=max_bytes)
+    header, file_spec = _open_model_file(p, max_bytes)
     spec = spec or file_spec
     if spec is None:
+        if header is None:
+            _read_tensors(p, header)  # a checkpoint holding code is refused as such, not for its missing spec
         raise ModelFileError(
             f"{p.name} has no dsvlib spec in its metadata: pass spec=ModelSpec(arch=..., num_classes=..., "
-            "in_channels=..., image_size=..., mean=..., std=...) (CLI: --arch etc.)"
+            "in_channels=..., image_size=..., mean=..., std=...) (CLI: --arch, --num-classes, --channels, "
+            "--image-size, --mean, --std)"
         )
     try:
-        model = build_classifier(spec)
+        check_buildable(spec)  # on the meta device: a spec over the limits costs milliseconds
     except ValueError as e:
         raise ModelFileError(f"{p.name}: {e}") from None
-    state = _check_state(state, model.net, spec, p.name)
-    model.net.load_state_dict(state, strict=True)
+    state = _read_tensors(p, header)
+    try:
+        with torch.device("meta"):
+            skeleton = build_classifier(spec)
+    except ValueError as e:
+        raise ModelFileError(f"{p.name}: {e}") from None
+    state = _check_state(state, skeleton.net, spec, p.name)
+    del skeleton
+    try:
+        model = build_classifier(spec)
+        model.net.load_state_dict(state, strict=True)
+    except (ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{p.name}: the weights could not be put into the network: {_first_line(e)}") from None
     model.eval()
     if device is not None:
         model.to(device)

@@ -10,12 +10,16 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
+import numbers
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
+
+from .limits import get_limits
 
 __all__ = [
     "ModelSpec",
@@ -24,6 +28,8 @@ __all__ = [
     "create_model",
     "list_models",
     "build_classifier",
+    "count_parameters",
+    "check_buildable",
     "ArchOption",
     "arch_options",
     "ONNX_ARCH",
@@ -33,6 +39,102 @@ __all__ = [
 ONNX_ARCH = "onnx"  # spec.arch of a classifier read from an ONNX graph (dsvlib.onnx_import)
 NORMS = ("instance", "batch", "group", "layer", "none")
 Norm = Literal["instance", "batch", "group", "layer", "none"]  # NORMS as a type, so arch_options sees them
+
+
+def _int_field(value: Any, name: str, lo: int, hi: int, env: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {type(value).__name__} {_short(value)}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi:,}, got {value:,}"
+                         + (f" (raise the limit with {env})" if value > hi else ""))
+    return value
+
+
+def _floats(value: Any, name: str) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        raise ValueError(f"{name} must be a sequence of numbers, got {type(value).__name__} {_short(value)}")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ValueError(f"{name} must hold numbers, got {type(v).__name__} {_short(v)}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v}")
+        out.append(v)
+    return tuple(out)
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _check_arch_kwargs(kwargs: Any, limits: Any) -> None:
+    env = "DSV_MAX_ARCH_VALUE"
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"arch_kwargs must be a dict of keyword options, got {type(kwargs).__name__} {_short(kwargs)}")
+    for key, value in kwargs.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"arch_kwargs keys must be option names, got {_short(key)}")
+        if key in _SPEC_ARGS or key in ("weights", "progress"):
+            raise ValueError(f"arch_kwargs may not set {key!r}: "
+                             + ("it is a field of the spec itself" if key in _SPEC_ARGS else "no weights are downloaded"))
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, (list, tuple)) and len(value) > limits.arch_list:
+            raise ValueError(f"arch_kwargs[{key!r}] has {len(value):,} entries, over the limit of "
+                             f"{limits.arch_list} (raise it with DSV_MAX_ARCH_LIST)")
+        for v in items:
+            if v is None or isinstance(v, bool):
+                continue
+            if isinstance(v, numbers.Integral):
+                if not -limits.arch_value <= int(v) <= limits.arch_value:
+                    raise ValueError(f"arch_kwargs[{key!r}] = {int(v):,} is over the limit of {limits.arch_value:,} "
+                                     f"for architecture options (raise it with {env})")
+            elif isinstance(v, numbers.Real):
+                if not math.isfinite(float(v)):
+                    raise ValueError(f"arch_kwargs[{key!r}] must be finite, got {v}")
+            elif isinstance(v, str):
+                if len(v) > 100:
+                    raise ValueError(f"arch_kwargs[{key!r}] is a string of {len(v):,} characters; at most 100")
+            else:
+                raise ValueError(f"arch_kwargs[{key!r}] must be a number, a string, a bool or a list of them, "
+                                 f"got {type(v).__name__} {_short(v)}")
+
+
+def _validate_spec(spec: "ModelSpec") -> None:
+    """Types and ranges of every field, against :func:`dsvlib.limits.get_limits`; nothing is
+    allocated before this passes (class names are made only after num_classes is in range)."""
+    lim = get_limits()
+    put = lambda k, v: object.__setattr__(spec, k, v)  # noqa: E731 - frozen dataclass
+    if not isinstance(spec.arch, str) or not spec.arch or len(spec.arch) > 200:
+        raise ValueError(f"arch must be an architecture name (a non-empty str), got {type(spec.arch).__name__} "
+                         f"{_short(spec.arch)}")
+    if not isinstance(spec.name, str):
+        raise ValueError(f"name must be a str, got {type(spec.name).__name__}")
+    put("num_classes", _int_field(spec.num_classes, "num_classes", 2, lim.classes, "DSV_MAX_CLASSES"))
+    put("in_channels", _int_field(spec.in_channels, "in_channels", 1, lim.channels, "DSV_MAX_CHANNELS"))
+    size = spec.image_size
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        size = (size, size)
+    if isinstance(size, (str, bytes)) or not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise ValueError(f"image_size must be an integer or a pair (height, width), got {_short(size)}")
+    put("image_size", tuple(_int_field(s, "image_size", 1, lim.image_side, "DSV_MAX_IMAGE_SIDE") for s in size))
+    put("mean", _floats(spec.mean, "mean"))
+    put("std", _floats(spec.std, "std"))
+    if len(spec.mean) not in (1, spec.in_channels) or len(spec.std) not in (1, spec.in_channels):
+        raise ValueError(f"mean/std must have 1 or in_channels={spec.in_channels} entries")
+    if any(s <= 0 for s in spec.std):
+        raise ValueError(f"std entries must be > 0, got {spec.std}")
+    names = spec.class_names
+    if isinstance(names, (str, bytes)) or not isinstance(names, (tuple, list)):
+        raise ValueError(f"class_names must be a sequence of str, got {type(names).__name__}")
+    if names and len(names) != spec.num_classes:
+        raise ValueError(f"class_names has {len(names)} entries but num_classes is {spec.num_classes}")
+    if any(not isinstance(c, (str, numbers.Integral)) or len(str(c)) > 200 for c in names):
+        raise ValueError("class_names must be strings of at most 200 characters")
+    put("class_names", tuple(str(c) for c in names) or tuple(str(i) for i in range(spec.num_classes)))
+    _check_arch_kwargs(spec.arch_kwargs, lim)
 
 
 @dataclass(frozen=True)
@@ -53,23 +155,7 @@ class ModelSpec:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_size, int):
-            object.__setattr__(self, "image_size", (self.image_size, self.image_size))
-        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        names = tuple(str(c) for c in self.class_names) or tuple(str(i) for i in range(self.num_classes))
-        object.__setattr__(self, "class_names", names)
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(
-                f"class_names has {len(self.class_names)} entries but num_classes is {self.num_classes}"
-            )
-        if len(self.mean) not in (1, self.in_channels) or len(self.std) not in (1, self.in_channels):
-            raise ValueError(f"mean/std must have 1 or in_channels={self.in_channels} entries")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std entries must be > 0, got {self.std}")
+        _validate_spec(self)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -81,18 +167,24 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
-        d = json.loads(text)
+        if not isinstance(text, str):
+            raise ValueError(f"spec metadata must be a JSON string, got {type(text).__name__}")
+        try:
+            d = json.loads(text)
+        except RecursionError:
+            raise ValueError("spec metadata is nested too deeply") from None
         if not isinstance(d, dict):
-            raise ValueError("spec metadata is not a JSON object")
+            raise ValueError(f"spec metadata is not a JSON object but a {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"spec metadata has unknown fields {sorted(unknown)}; known: {sorted(known)}")
-        d["image_size"] = tuple(d.get("image_size", ()))
-        d["mean"] = tuple(d.get("mean", ()))
-        d["std"] = tuple(d.get("std", ()))
-        d["class_names"] = tuple(d.get("class_names", ()))
-        return cls(**d)
+            raise ValueError(f"spec metadata has unknown fields {sorted(unknown)[:10]}; known: {sorted(known)}")
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"spec metadata lacks the fields {missing}")
+        return cls(**d)  # list values are accepted and checked by __post_init__
 
 
 class Classifier(nn.Module):
@@ -141,7 +233,12 @@ def list_models() -> list[str]:
 def create_model(
     arch: str, *, num_classes: int, in_channels: int, image_size: int | tuple[int, int], **kwargs: Any
 ) -> nn.Module:
-    """Build the bare network (no normalisation) for ``arch``."""
+    """Build the bare network (no normalisation) for ``arch``.
+
+    Any failure of the builder (bad keyword, bad value) is a ``ValueError`` naming the architecture.
+    """
+    if not isinstance(arch, str):
+        raise ValueError(f"arch must be a str, got {type(arch).__name__}")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if arch.startswith("torchvision:"):
         return _torchvision_model(arch.split(":", 1)[1], num_classes, in_channels, **kwargs)
@@ -149,8 +246,39 @@ def create_model(
         raise _unknown_arch(arch)
     try:
         return _REGISTRY[arch](num_classes=num_classes, in_channels=in_channels, image_size=size, **kwargs)
-    except TypeError as e:
-        raise ValueError(f"bad arguments for architecture {arch!r}: {e}") from None
+    except ValueError:
+        raise
+    except (TypeError, RuntimeError, AttributeError, KeyError, IndexError, ZeroDivisionError,
+            NotImplementedError, OverflowError) as e:
+        raise ValueError(f"bad arguments for architecture {arch!r}: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+def count_parameters(spec: "ModelSpec") -> int:
+    """Weights and buffers (elements) of the network ``spec`` describes, counted on the ``meta``
+    device: nothing is allocated, so a spec asking for billions of weights costs milliseconds."""
+    if spec.arch == ONNX_ARCH:
+        raise ValueError(_unknown_arch(ONNX_ARCH).args[0])
+    with torch.device("meta"):
+        net = create_model(spec.arch, num_classes=spec.num_classes, in_channels=spec.in_channels,
+                           image_size=spec.image_size, **spec.arch_kwargs)
+    return sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
+
+
+def check_buildable(spec: "ModelSpec") -> int:
+    """``ValueError`` unless the network of ``spec`` builds and stays under the parameter limit
+    (:attr:`dsvlib.limits.Limits.parameters`); returns its parameter count.  Allocates nothing."""
+    n = count_parameters(spec)
+    cap = get_limits().parameters
+    if n > cap:
+        raise ValueError(f"architecture {spec.arch!r} {spec.arch_kwargs} with {spec.num_classes} classes, "
+                         f"{spec.in_channels} channels and image size {spec.image_size} has {n:,} parameters, "
+                         f"over the limit of {cap:,} (raise it with DSV_MAX_PARAMETERS)")
+    return n
 
 
 @dataclass(frozen=True)
@@ -229,7 +357,14 @@ def _unknown_arch(arch: str) -> ValueError:
 
 
 def build_classifier(spec: ModelSpec) -> Classifier:
-    """A freshly initialised :class:`Classifier` for ``spec`` (eval mode)."""
+    """A freshly initialised :class:`Classifier` for ``spec`` (eval mode).
+
+    The network is first counted on the ``meta`` device (:func:`check_buildable`), so a spec over
+    the parameter limit is refused before any memory is allocated.
+    """
+    if not isinstance(spec, ModelSpec):
+        raise ValueError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+    check_buildable(spec)
     net = create_model(
         spec.arch,
         num_classes=spec.num_classes,
@@ -388,9 +523,15 @@ def _torchvision_model(name: str, num_classes: int, in_channels: int, **kwargs: 
     _torchvision_names(name)
     import torchvision.models as tvm
 
-    net = tvm.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    if in_channels not in (1, 3):
+        raise ValueError(f"torchvision models take 1 or 3 input channels, got {in_channels}")
+    try:
+        net = tvm.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"bad arguments for architecture 'torchvision:{name}': {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - torchvision builders raise TypeError, AssertionError, ...
+        raise ValueError(f"bad arguments for architecture 'torchvision:{name}': {type(e).__name__}: "
+                         f"{_first_line(e)}") from None
     if in_channels == 3:
         return net
-    if in_channels == 1:
-        return _RepeatChannels(net, 3)  # grey images fed as RGB
-    raise ValueError(f"torchvision models take 1 or 3 input channels, got {in_channels}")
+    return _RepeatChannels(net, 3)  # grey images fed as RGB

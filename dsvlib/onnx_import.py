@@ -29,7 +29,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .io import MAX_MODEL_BYTES, ModelFileError
+from .io import ModelFileError
+from .limits import get_limits
 from .models import ONNX_ARCH, Classifier, ModelSpec
 
 __all__ = ["load_onnx", "onnx_to_torch", "read_onnx", "EXPORT_HINT", "OPSET"]
@@ -42,7 +43,7 @@ EXPORT_HINT = (
 _STANDARD_DOMAINS = ("", "ai.onnx")
 
 
-def load_onnx(path: str | os.PathLike, spec: ModelSpec | None, *, max_bytes: int = MAX_MODEL_BYTES
+def load_onnx(path: str | os.PathLike, spec: ModelSpec | None, *, max_bytes: int | None = None
               ) -> Classifier:
     """Read, check and convert the ONNX graph at ``path``; a :class:`Classifier` in eval mode.
 
@@ -69,8 +70,11 @@ def _check_spec(spec: ModelSpec | None, fname: str) -> None:
         raise ModelFileError(
             f"{fname} is an ONNX graph, which carries no spec: pass spec=ModelSpec(arch='onnx', num_classes=..., "
             "in_channels=..., image_size=..., mean=..., std=...), with the mean/std the graph expects its input "
-            "normalised with (mean=0, std=1 for a graph that takes raw pixels in [0, 1])"
+            "normalised with (mean=0, std=1 for a graph that takes raw pixels in [0, 1]) (CLI: --arch onnx "
+            "--num-classes N --channels C --image-size S --mean M --std S)"
         )
+    if not isinstance(spec, ModelSpec):
+        raise ValueError(f"spec must be a dsvlib.ModelSpec, got {type(spec).__name__}")
     if spec.arch != ONNX_ARCH:
         raise ModelFileError(
             f"{fname} is an ONNX graph, which holds its own architecture: pass a spec with arch='onnx' "
@@ -83,12 +87,17 @@ def _check_spec(spec: ModelSpec | None, fname: str) -> None:
 # --------------------------------------------------------------------------- reading
 
 
-def read_onnx(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES) -> Any:
-    """The file's ``onnx.ModelProto``, parsed from bytes and checked; never reads another file."""
+def read_onnx(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
+    """The file's ``onnx.ModelProto``, parsed from bytes and checked; never reads another file.
+
+    ``max_bytes`` defaults to :attr:`dsvlib.limits.Limits.model_bytes`."""
     import onnx
     from google.protobuf.message import DecodeError
 
     path = Path(path)
+    max_bytes = get_limits().model_bytes if max_bytes is None else int(max_bytes)
+    if path.is_dir():
+        raise ModelFileError(f"{path.name or path} is a directory, not a model file")
     if not path.is_file():
         raise ModelFileError(f"no such model file: {path}")
     too_big = f"{path.name} is over the {max_bytes / 2**20:.0f} MiB limit for model files"

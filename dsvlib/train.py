@@ -206,10 +206,11 @@ def train_recipe(name: str, out_dir: str | Path, *, verbose: bool = True) -> tup
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         **evaluate_card(model, recipe.data),
     }
-    from .io import save_model
+    from .io import file_sha256, save_model
 
     out_dir = Path(out_dir)
-    save_model(model, spec, out_dir / f"{name}.safetensors")
+    weights = save_model(model, spec, out_dir / f"{name}.safetensors")
+    card["weights_sha256"] = file_sha256(weights)  # how dsvlib.load_card finds this card: by content
     (out_dir / f"{name}.card.json").write_text(json.dumps(card, indent=2) + "\n")
     return model, card
 

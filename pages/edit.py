@@ -93,7 +93,7 @@ def edit_page() -> None:
 
     done = [j for j in live.history(KIND) if not j.active]
     if done:
-        _show(done[-1])
+        _show(done[-1], active.model)
 
 
 def _submit(active: common.ActiveModel, image: torch.Tensor, target: int, cfg, source_id: str) -> None:
@@ -110,7 +110,7 @@ def _submit(active: common.ActiveModel, image: torch.Tensor, target: int, cfg, s
                 params={"model": label, "names": names, "target": target, "source": source_id})
 
 
-def _show(job: Job) -> None:
+def _show(job: Job, model: torch.nn.Module) -> None:
     if job.result is None:
         st.error(common.error_message(job.exception, "Editing") if job.exception else live.status_line(job),
                  icon=":material/error:")
@@ -133,6 +133,11 @@ def _show(job: Job) -> None:
            f"{res.synthesis.seconds:.1f} s ({res.synthesis.steps_run} steps).")
     (st.success if int(after.argmax()) == target else st.warning)(msg)
     st.plotly_chart(charts.probabilities_before_after(names, before.tolist(), after.tolist()), key=f"chart_edit_{job.id}")
+    st.markdown(f"**Why '{names[target]}'?** What the model uses for the target class, before and after the edit.")
+    with common.shown_errors("Attribution"):
+        common.attribution_row(model, torch.stack([res.original[0], res.edited[0]]), target,
+                               [f"before: toward {names[target]}", f"after: toward {names[target]}"],
+                               key="edit_attribution")
     if "zip" not in p:
         rows = [{"role": role, "predicted": names[int(q.argmax())], "target": names[target],
                  "p_target": float(q[target]), **{f"p_{n}": float(v) for n, v in zip(names, q.tolist())}}

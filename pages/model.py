@@ -9,6 +9,7 @@ import streamlit as st
 import dsvlib
 from app import common
 from dsvlib import ModelSpec
+from dsvlib.limits import get_limits
 from dsvlib.models import ONNX_ARCH, ArchOption, arch_options
 
 INTRO = (
@@ -309,10 +310,12 @@ def _spec_form() -> tuple[ModelSpec | None, str | None]:
     choice = _widget(c1.selectbox, "Architecture", "spec_arch", "convnet", options=choices,
                      help="A registered architecture, any torchvision classification model, or an ONNX graph "
                           "(any architecture, exported with torch.onnx.export).")
-    num_classes = int(_widget(c2.number_input, "Classes", "spec_classes", 10, min_value=2, max_value=100000, step=1))
+    limits = get_limits()  # the library's one statement of what a model may ask for
+    num_classes = int(_widget(c2.number_input, "Classes", "spec_classes", 10, min_value=2, max_value=limits.classes,
+                              step=1))
     in_channels = int(_widget(c2.selectbox, "Channels", "spec_channels", 1, options=[1, 3]))
     size = int(_widget(c3.number_input, "Image size (pixels, square)", "spec_size", 28, min_value=8,
-                       max_value=1024, step=1))
+                       max_value=limits.image_side, step=1))
     mean_text = _widget(c3.text_input, "Mean (comma separated)", "spec_mean", "0.1307")
     std_text = _widget(c3.text_input, "Std (comma separated)", "spec_std", "0.3081")
     names_text = _widget(st.text_input, "Class names (comma separated, optional)", "spec_names", "")

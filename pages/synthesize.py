@@ -185,6 +185,8 @@ def _show_result(job: Job, active: common.ActiveModel) -> None:
         captions.append(cap if bool(result.kept[i]) else cap + " · dropped")
     common.show_images(result.images[order], captions, per_row=min(len(p["classes"]), 10))
     st.plotly_chart(charts.synthesis_history(result.history), key=f"chart_synth_{job.id}")
+    if p["model"] == active.label:
+        _why(result, names, active)
     if rows:
         if "zip" not in p:  # built once per run: reruns reuse it
             p["zip"] = export_zip(result.images, rows, p.get("meta", {}), grid_ncol=min(len(p["classes"]), 10))
@@ -193,6 +195,18 @@ def _show_result(job: Job, active: common.ActiveModel) -> None:
                            file_name=f"dsvs_run{job.id}.zip", mime="application/zip", key=f"synth_download_{job.id}",
                            icon=":material/download:")
     _distill_section(job, result)
+
+
+def _why(result: SynthResult, names: list[str], active: common.ActiveModel) -> None:
+    """"Why is this DSV its class": attribution maps of a class's DSVs toward that class."""
+    with st.expander("Why is this DSV its class? (attribution maps)"):
+        classes = sorted(set(result.labels.tolist()))
+        c = st.selectbox("Class", classes, format_func=lambda k: names[k], key="synth_why_class")
+        idx = [i for i, label in enumerate(result.labels.tolist()) if label == c][:8]
+        with common.shown_errors("Attribution"):
+            common.attribution_row(active.model, result.images[idx], c,
+                                   [f"{names[c]} · λ={float(result.lambdas[i]):.2f}" for i in idx],
+                                   key="synth_attribution", px=110)
 
 
 def _distill_section(synth: Job, result: SynthResult) -> None:

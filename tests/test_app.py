@@ -176,9 +176,12 @@ def test_synthesize_page_run_produces_results_and_a_download() -> None:
     assert 0.0 <= float(result.images.min()) and float(result.images.max()) <= 1.0
     assert "Result" in _texts(at.subheader)
     assert any("2 candidates, 5 steps in" in c for c in _texts(at.caption))
-    captions = [c for img in at.image for c in img.captions]
+    captions = [c for img in at.image for c in img.captions if " · p=" in c]  # the result grid
     assert len(captions) == 2
     assert captions[0].startswith("3 · λ=") and captions[1].startswith("7 · λ=")
+    # "Why is this DSV its class": one attribution map per DSV of the chosen class (3 here).
+    why = [c for img in at.image for c in img.captions if " · p=" not in c and "λ=" in c]
+    assert why == [captions[0].rsplit(" · p=", 1)[0]]
     trust = [t for t in _texts(at.info) + _texts(at.success) + _texts(at.warning) if "Trust reading:" in t]
     assert trust == [f"**Trust reading:** {result.trust['reading']}"]
     assert len(at.get("plotly_chart")) == 1
@@ -388,7 +391,7 @@ def test_image_from_upload(mnist_model) -> None:
     Image.fromarray(np.full((40, 50, 3), 255, np.uint8)).save(buf, format="PNG")
     x = common.image_from_upload(buf.getvalue(), "white.png", spec)
     assert tuple(x.shape) == (1, 1, 28, 28) and torch.allclose(x, torch.ones_like(x))
-    with pytest.raises(ValueError, match="notes.png is not a readable image"):
+    with pytest.raises(ValueError, match="notes.png is not an allowed image"):
         common.image_from_upload(b"just some text", "notes.png", spec)
 
 
@@ -397,7 +400,7 @@ def test_edit_page_upload_of_a_non_image_shows_an_error() -> None:
     at.radio(key="edit_source").set_value("Upload an image").run()
     at.file_uploader(key="edit_upload").set_value(("photo.png", b"%PDF-1.4 not an image", "image/png")).run()
     assert not at.exception
-    assert len(at.error) == 1 and "photo.png is not a readable image" in at.error[0].value
+    assert len(at.error) == 1 and "photo.png is not an allowed image: its bytes are PDF" in at.error[0].value
 
 
 def test_edit_page_run_shows_before_and_after() -> None:
@@ -419,6 +422,9 @@ def test_edit_page_run_shows_before_and_after() -> None:
     captions = [c for img in at.image for c in img.captions]
     assert any(c.startswith("before:") for c in captions) and any(c.startswith("after:") for c in captions)
     assert len(at.get("plotly_chart")) == 1
+    assert [c for c in captions if "toward 8" in c] == ["before: toward 8", "after: toward 8"]  # attributions
+    at.radio(key="edit_attribution").set_value("gradcam").run()
+    _no_failure(at)
     with zipfile.ZipFile(io.BytesIO(job.params["zip"])) as zf:
         assert sorted(zf.namelist()) == sorted(["images/0000_before.png", "images/0001_after.png",
                                                 "images/0002_difference.png", "grid.png", "metrics.csv",

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from dsvlib import load_model
-from dsvlib.io import ASSETS_DIR, default_models, load_card
+from dsvlib.io import ASSETS_DIR, default_models, file_sha256, load_card
 from dsvlib.train import RECIPES, evaluate_card
 
 CARDS = sorted((ASSETS_DIR / "models").glob("*.card.json"))
@@ -85,3 +86,42 @@ def test_shortcut_model_learned_the_shortcut(name):
     # the planted mark really flips the model's predictions: an audit has something to find
     assert now["shortcut"]["mark_flips_to_biased_class"] >= 0.3
     assert now["shortcut"]["other_classes_clean_accuracy"] >= 0.9
+
+
+ALL_CARDS = CARDS + sorted((ASSETS_DIR / "judges").glob("*.card.json"))
+
+
+@pytest.mark.parametrize("card_path", ALL_CARDS, ids=lambda p: p.parent.name + "/" + _name(p))
+def test_card_records_the_hash_of_its_weights(card_path):
+    card = json.loads(card_path.read_text())
+    weights = card_path.with_name(f"{_name(card_path)}.safetensors")
+    assert card["weights_sha256"] == file_sha256(weights), f"{card_path.name}: weights_sha256 is stale"
+    assert load_card(weights) == card  # found by content, the judges' cards included
+
+
+def test_a_card_is_found_by_content_not_by_name(tmp_path):
+    shipped = ASSETS_DIR / "models" / "mnist_convnet.safetensors"
+    card = load_card("mnist_convnet")
+    assert card is not None and card["name"] == "mnist_convnet"
+    # the same bytes under another name and folder: the shipped card
+    copy = tmp_path / "renamed.safetensors"
+    copy.write_bytes(shipped.read_bytes())
+    assert load_card(copy) == card
+    # other weights named like the shipped model: no card, not the shipped accuracy
+    other = tmp_path / "mnist_convnet.safetensors"
+    model, spec = load_model("mnist_convnet")
+    with torch.no_grad():
+        next(model.parameters()).mul_(0.5)
+    from dsvlib import save_model
+
+    save_model(model, spec, other)
+    assert load_card(other) is None
+    # the shipped shortcut model's bytes under that name: the shortcut card, by content
+    shortcut = tmp_path / "x" / "mnist_convnet.safetensors"
+    shortcut.parent.mkdir()
+    shortcut.write_bytes((ASSETS_DIR / "models" / "shortcut_convnet.safetensors").read_bytes())
+    assert load_card(shortcut)["name"] == "shortcut_convnet"
+    # a card written beside the file, for other weights, is not taken either
+    (tmp_path / "mnist_convnet.card.json").write_text(json.dumps(card))
+    assert load_card(other) is None
+    assert load_card("no_such_model") is None

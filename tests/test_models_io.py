@@ -185,7 +185,7 @@ def test_truncated_header(tmp_path, tiny_model):
     model, spec = tiny_model
     path = save_model(model, spec, tmp_path / "m.safetensors")
     path.write_bytes(path.read_bytes()[:40])
-    _expect_error(path, "not a model file", spec=spec)
+    _expect_error(path, "damaged safetensors header", spec=spec)
 
 
 def test_damaged_spec_metadata(tmp_path, tiny_model):

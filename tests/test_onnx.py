@@ -24,6 +24,7 @@ import dsvlib  # noqa: E402
 from conftest import make_model, make_spec  # noqa: E402
 from dsvlib import Classifier, ModelFileError, ModelSpec, load_model, save_model  # noqa: E402
 from dsvlib.models import ArchOption, arch_options  # noqa: E402
+from test_models_io import _expect_error  # noqa: E402  (one checker of error messages)
 
 MEAN, STD = (0.1307,), (0.3081,)
 
@@ -93,15 +94,6 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def loaded(exported):
     return load_model(exported[1], spec=onnx_spec())
-
-
-def _expect_error(path, *fragments: str, **kwargs) -> str:
-    with pytest.raises(ModelFileError) as info:
-        load_model(path, **kwargs)
-    msg = str(info.value)
-    for frag in fragments:
-        assert frag.lower() in msg.lower(), f"{frag!r} not in error message: {msg}"
-    return msg
 
 
 # --------------------------------------------------------------------------- a working graph
@@ -302,3 +294,18 @@ def test_pickle_refusal_is_clean(tmp_path, how):
     said = msg.split("PyTorch said: ", 1)[1].split(" accepted:", 1)[0]
     assert said.endswith(".") and "GLOBAL" in said and "\n" not in said
     assert "weights_only` set to `False" not in msg  # torch's advice to unpickle anyway is not passed on
+
+
+def test_cli_reads_an_onnx_graph_with_the_forms_fields(exported, capsys):
+    from dsvlib import cli
+
+    _, path = exported
+    args = ["info", str(path), "--arch", "onnx", "--num-classes", "10", "--channels", "1", "--image-size", "28",
+            "--mean", str(MEAN[0]), "--std", str(STD[0])]
+    assert cli.main(args) == 0
+    assert "architecture: onnx" in capsys.readouterr().out
+    assert cli.main(["info", str(path)]) == 2  # no spec: one line naming the options to pass
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "carries no spec" in err
+    assert cli.main([*args[:4], "--arch-kwargs", '{"width": 3}', *args[4:]]) == 2
+    assert "takes no architecture options" in capsys.readouterr().err
