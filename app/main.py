@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app.common import keep_widget_values, shown_errors  # noqa: E402
-from pages import edit, model, selection, synthesize  # noqa: E402
+from pages import classroom, edit, model, selection, synthesize  # noqa: E402
 from pages.help import help_page  # noqa: E402
 
 
@@ -41,6 +41,7 @@ def main() -> None:
         st.Page(selection.selection_page, title="Lambda ranking", icon=":material/leaderboard:",
                 url_path="ranking"),
         st.Page(edit.edit_page, title="Edit", icon=":material/edit:", url_path="edit"),
+        st.Page(classroom.classroom_page, title="Classroom", icon=":material/school:", url_path="classroom"),
         st.Page(help_page, title="Help", icon=":material/help:", url_path="help"),
     ])
     # Square thumbnails: Streamlit rounds image corners, which hides marks that sit in a corner

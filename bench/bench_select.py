@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine  # noqa: E402
 from dsvlib.data import load_dataset  # noqa: E402
 from dsvlib.io import load_model  # noqa: E402
 from dsvlib.kkt import frozen_model, select_params  # noqa: E402
@@ -45,19 +45,6 @@ METHOD_TEXT = {
     "alpha": "top alpha = lambda x norm(dL/dlogits)",
     "entropy": "top predictive entropy (no KKT; a baseline)",
 }
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} CPU cores (shared with other jobs), torch {torch.__version__}, "
-            f"{platform.system()} {platform.release()}")
 
 
 def load() -> str:

@@ -24,13 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dsvlib import load_model  # noqa: E402
-from dsvlib.augment import Augment  # noqa: E402
 from dsvlib.data import MARK_BOX, SHORTCUT_CLASS, load_dataset  # noqa: E402
 from dsvlib.evaluate import diversity, distill, judge_accuracy, mark_energy_ratio, mean_entropy  # noqa: E402
 from dsvlib.export import save_grid  # noqa: E402
 from dsvlib.kkt import dataset_gradient_cosine  # noqa: E402
 from dsvlib.synthesize import PAPER_AUGMENT, SynthConfig, default_config, synthesize  # noqa: E402
-from dsvlib.train import FitConfig, accuracy  # noqa: E402
+from dsvlib.train import accuracy  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"

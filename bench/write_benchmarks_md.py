@@ -36,6 +36,13 @@ def main() -> None:
                          f"{r['cached']} | {r['uniform_cosine']:.3f} -> {r['cosine']:.3f} | {r['support']} | "
                          f"{r['machine']} | `{r['command']}` |")
         parts.append("")
+    toy = RES / "toy.md"
+    if toy.exists():
+        text = toy.read_text().strip().split("\n")
+        if text and text[0].startswith("# "):
+            text = text[1:]
+        parts += ["## Classroom: toy 2-D sets, are DSVs on the boundary? (`bench/bench_toy.py`)", "",
+                  "\n".join(text).strip(), ""]
     studio = RES / "studio.json"
     if studio.exists():
         parts += studio_section(json.loads(studio.read_text()))

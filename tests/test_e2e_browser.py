@@ -423,6 +423,27 @@ def test_ranking_page_fits_lambdas_and_shows_the_selected_images(server: Server,
         _shot(page, "ranking.png", height=1800)
 
 
+def test_classroom_page_trains_synthesises_and_steps_through(server: Server, browser) -> None:
+    from playwright.sync_api import expect
+
+    with new_page(browser) as page:
+        page.goto(f"{server.url}/classroom")
+        expect(page.get_by_role("heading", name="Classroom: support vectors in 2-D")).to_be_visible()
+        page.get_by_role("button", name="Train and synthesise").click()
+        step = page.get_by_role("button", name="Step ▶")
+        step.wait_for()
+        _settle(page)
+        expect(page.locator(".js-plotly-plot").first).to_be_visible()
+        page.get_by_role("button", name="Start").click()
+        _settle(page)
+        expect(page.locator(".gtitle").filter(has_text="DSVs from random points · step 0")).to_have_count(1)
+        step.click()
+        _settle(page)
+        expect(page.locator(".gtitle").filter(has_text="DSVs from random points · step 10")).to_have_count(1)
+        expect(page.get_by_text("Traceback")).to_have_count(0)
+        _shot(page, "classroom.png", height=1800)
+
+
 def test_help_page_shows_the_equations(server: Server, browser) -> None:
     from playwright.sync_api import expect
 

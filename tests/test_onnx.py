@@ -22,7 +22,7 @@ import onnx  # noqa: E402
 
 import dsvlib  # noqa: E402
 from conftest import make_model, make_spec  # noqa: E402
-from dsvlib import Classifier, ModelFileError, ModelSpec, load_model, save_model  # noqa: E402
+from dsvlib import Classifier, ModelSpec, load_model, save_model  # noqa: E402
 from dsvlib.models import ArchOption, arch_options  # noqa: E402
 from test_models_io import _expect_error  # noqa: E402  (one checker of error messages)
 
