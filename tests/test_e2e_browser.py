@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -221,7 +222,7 @@ def test_generate_survives_a_page_switch_stops_and_downloads(server: Server, bro
         status = page.get_by_text(re.compile(r"ended [0-9.]+ s after Stop")).first.inner_text()
         _record("stop_request_to_run_end_s", float(re.search(r"ended ([0-9.]+) s after Stop", status).group(1)))
         _settle(page)
-        captions = page.get_by_test_id("stImageCaption").filter(has_text="λ=")
+        captions = page.get_by_test_id("stImageCaption").filter(has_text=" · p=")  # the result grid
         expect(captions).to_have_count(100)
         expect(page.get_by_role("button", name="Generate")).to_be_enabled()
 
@@ -248,7 +249,7 @@ def _quick_look(page, timing: str, shot: str) -> None:
     expect(page.get_by_text("Trust reading:")).to_be_visible()
     _record(timing, time.monotonic() - t0)
     _settle(page)
-    expect(page.get_by_test_id("stImageCaption").filter(has_text="λ=")).to_have_count(20)
+    expect(page.get_by_test_id("stImageCaption").filter(has_text=" · p=")).to_have_count(20)  # the grid
     expect(page.get_by_text("Traceback")).to_have_count(0)
     # Square thumbnails: rounded corners would hide a mark in a corner (the shortcut model's).
     radii = page.eval_on_selector_all("[data-testid='stImage'] img", "els => els.map(e => getComputedStyle(e).borderRadius)")
@@ -287,7 +288,7 @@ def test_two_browser_sessions_run_at_once(server: Server, browser) -> None:
                 first.screenshot(path="/tmp/first.png"); second.screenshot(path="/tmp/second.png")
                 raise
             _settle(page)
-            expect(page.get_by_test_id("stImageCaption").filter(has_text="λ=")).to_have_count(20)
+            expect(page.get_by_test_id("stImageCaption").filter(has_text=" · p=")).to_have_count(20)  # the grid
             expect(page.get_by_text("Traceback")).to_have_count(0)
 
 
@@ -398,7 +399,8 @@ def test_edit_page_moves_an_image_to_another_class(server: Server, browser) -> N
         expect(page.get_by_role("heading", name="Edited toward")).to_be_visible()
         _settle(page)
         expect(page.get_by_text("went from")).to_be_visible()
-        expect(page.get_by_test_id("stImageCaption").filter(has_text="after:")).to_have_count(1)
+        expect(page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^after: \S+ \(\d+%\)$"))).to_have_count(1)
+        expect(page.get_by_test_id("stImageCaption").filter(has_text="toward")).to_have_count(2)  # attributions
         _shot(page, "edit.png", height=1500)
 
 
