@@ -62,8 +62,8 @@ STUDIO_ROWS = (  # (key in studio.json, what it measures, target)
 def studio_section(data: dict) -> list[str]:
     """The live studio's timings, measured by the real-browser test (tests/test_e2e_browser.py)."""
     out = ["## The studio in a real browser (`bench/bench_studio.py`, `tests/test_e2e_browser.py`)", "",
-           f"Measured by `{data['command']}` on {data['machine']}: the real server, Debian's chromium "
-           "and the server on the same 2 cores, default model. Each value is one run (a fresh "
+           f"Measured by `{data['command']}` on {data['machine']}: the real server and Debian's chromium "
+           "on the same 2 cores, default model. Each value is one run (a fresh "
            "server and browser each time); no test asserts on a time.", "",
            "| what | measured | target |", "| --- | --- | --- |"]
     timings = data.get("timings", {})
