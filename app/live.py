@@ -163,6 +163,23 @@ def progress_panel(job: Job, *, ncol: int = 10, tile: Callable[[torch.Tensor, in
     _panel()
 
 
+def job_area(kind: str, button: str, start: Callable[[], None], *, key: str, disabled: bool = False,
+             help: str | None = None, **panel: Any) -> Job | None:
+    """A page's run controls for jobs of ``kind``: its start button (``start`` submits the job),
+    a note when this session's job of another kind is still going, the progress of its own, and
+    the latest finished job of ``kind`` (returned for the page to show)."""
+    mine = current_job()
+    if st.button(button, type="primary", key=key, disabled=disabled or mine is not None, help=help):
+        start()  # submits, then reruns the page
+    if mine is not None and mine.kind != kind:
+        st.info(f"Your {mine.kind} run ({mine.title}) is still going; {button} is available when it ends "
+                "or after you stop it on its page.", icon=":material/hourglass_top:")
+    if mine is not None and mine.kind == kind:
+        progress_panel(mine, **panel)
+    done = [j for j in history(kind) if not j.active]
+    return done[-1] if done else None
+
+
 def status_line(job: Job) -> str:
     """How a finished job ended, in words."""
     if job.status == jobs_mod.DONE:

@@ -65,18 +65,11 @@ def classroom_page() -> None:
     steps = int(d2.slider("Synthesis steps", 20, 400, 200, 20, key="toy_steps"))
     seed = int(d3.number_input("Seed", 0, 2**31 - 1, 0, key="toy_seed"))
 
-    mine = live.current_job()
-    if st.button("Train and synthesise", type="primary", key="toy_demo_run", disabled=mine is not None,
-                 help="Trains the model, fits λ for every point and synthesises DSVs: a few seconds."):
-        mine = _submit(name, n, noise, seed, kind, per_class, steps)
-    if mine is not None and mine.kind != KIND:
-        st.info(f"Your {mine.kind} run ({mine.title}) is still going; the demo starts when it ends.",
-                icon=":material/hourglass_top:")
-    if mine is not None and mine.kind == KIND:
-        live.progress_panel(mine)
-    done = [j for j in live.history(KIND) if not j.active]
-    if done:
-        _show(done[-1])
+    job = live.job_area(KIND, "Train and synthesise", lambda: _submit(name, n, noise, seed, kind, per_class, steps),
+                        key="toy_demo_run",
+                        help="Trains the model, fits λ for every point and synthesises DSVs: a few seconds.")
+    if job is not None:
+        _show(job)
 
 
 def _submit(name: str, n: int, noise: float, seed: int, kind: str, per_class: int, steps: int) -> Job | None:

@@ -79,22 +79,14 @@ def edit_page() -> None:
     pic.image(common.to_display(image[0], 112), width=112, caption="original")
     text.markdown(f"The model predicts **{names[current]}** ({float(probs[current]):.0%}).")
 
-    mine = live.current_job()
-    if st.button("Run edit", type="primary", key="edit_run", disabled=mine is not None):
+    def start() -> None:
         target = names.index(target_name)
         cfg = default_edit_config(active.kind, steps=steps, anchor=anchor, lr=lr)
         _submit(active, image, target, cfg, source_id)
-        mine = live.current_job()
-    if mine is not None and mine.kind != KIND:
-        st.info(f"Your {mine.kind} run ({mine.title}) is still going; Run edit is available when it ends.",
-                icon=":material/hourglass_top:")
-    if mine is not None and mine.kind == KIND:
-        live.progress_panel(mine, ncol=1, tile=common.tile)
 
-    done = [j for j in live.history(KIND) if not j.active]
-    if done:
-        _show(done[-1], active.model)
-
+    job = live.job_area(KIND, "Run edit", start, key="edit_run", ncol=1, tile=common.tile)
+    if job is not None:
+        _show(job, active.model)
 
 def _submit(active: common.ActiveModel, image: torch.Tensor, target: int, cfg, source_id: str) -> None:
     model, device, label, names = active.working_copy(), active.device, active.label, list(active.class_names)

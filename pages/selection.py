@@ -55,19 +55,8 @@ def selection_page() -> None:
     steps = int(c3.number_input("Steps (at most)", 1, 5000, 300, step=50, key="sel_steps",
                                 help="The solver stops earlier once the fit no longer improves."))
     seed = int(c4.number_input("Seed", 0, 2**31 - 1, 0, key="sel_seed"))
-    mine = live.current_job()
-    if st.button("Fit λ", type="primary", key="sel_run", disabled=mine is not None):
-        _submit(active, split, n, steps, seed, family, select)
-        mine = live.current_job()
-    if mine is not None and mine.kind != KIND:
-        st.info(f"Your {mine.kind} run ({mine.title}) is still going; Fit λ is available when it ends.",
-                icon=":material/hourglass_top:")
-    if mine is not None and mine.kind == KIND:
-        live.progress_panel(mine)
-
-    done = [j for j in live.history(KIND) if not j.active]
-    if done:
-        job = done[-1]
+    job = live.job_area(KIND, "Fit λ", lambda: _submit(active, split, n, steps, seed, family, select), key="sel_run")
+    if job is not None:
         if job.result is None:
             st.error(common.error_message(job.exception, "Fitting λ") if job.exception else live.status_line(job),
                      icon=":material/error:")

@@ -39,7 +39,6 @@ def synthesize_page() -> None:
         return
     common.how_to_read(HOW_TO_READ)
     names = list(active.class_names)
-    mine = live.current_job()
 
     presets = [*PRESETS, CUSTOM]
     preset = st.radio("Preset", presets, horizontal=True, key="synth_preset",
@@ -73,18 +72,13 @@ def synthesize_page() -> None:
     cfg = default_config(active.kind, steps=steps, params=params, stationarity=distance)
     _estimate_caption(active, n, cfg)
 
-    go = st.button("Generate", type="primary", key="synth_run", disabled=n == 0 or mine is not None,
-                   help="Runs in the background: you can switch pages or change settings while it runs.")
-    if mine is not None and mine.kind != KIND:
-        st.info(f"Your {mine.kind} run ({mine.title}) is still going; Generate is available when it ends "
-                "or after you stop it on its page.", icon=":material/hourglass_top:")
-    if go and n > 0 and mine is None:
+    def start() -> None:
         targets = [names.index(c) for c in chosen for _ in range(per_class)]
         _submit_synthesis(active, targets, cfg, seed, names, preset, per_class, len(chosen))
 
-    if mine is not None and mine.kind == KIND:
-        live.progress_panel(mine, ncol=len(mine.params.get("classes", [])) or 10, tile=common.tile)
-    last = _last_finished(KIND)
+    last = live.job_area(KIND, "Generate", start, key="synth_run", disabled=n == 0, ncol=len(chosen) or 10,
+                         tile=common.tile,
+                         help="Runs in the background: you can switch pages or change settings while it runs.")
     if last is not None:
         _show_result(last, active)
     _history()

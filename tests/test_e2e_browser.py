@@ -146,24 +146,24 @@ def _shot(page, name: str, height: int = 1000) -> None:
 
 
 TIMINGS = ROOT / "bench" / "results" / "studio.json"
-_timings: dict[str, list[float]] = {}
 
 
 def _record(name: str, seconds: float) -> None:
-    """Timings measured in the browser go to bench/results/studio.json (reported in BENCHMARKS.md by
-    bench/write_benchmarks_md.py); no test asserts on a time.  With DSV_TIMINGS_APPEND=1 (set by
-    bench/bench_studio.py, which repeats the runs) they are added to the file's earlier values."""
+    """Timings measured in the browser.  Under bench/bench_studio.py (DSV_TIMINGS_APPEND=1) they are
+    added to bench/results/studio.json, which bench/write_benchmarks_md.py reports in BENCHMARKS.md;
+    a plain test run leaves that file alone.  No test asserts on a time."""
     import json
     import platform
 
-    if not _timings and os.environ.get("DSV_TIMINGS_APPEND") == "1" and TIMINGS.exists():
-        _timings.update(json.loads(TIMINGS.read_text()).get("timings", {}))
-    _timings.setdefault(name, []).append(round(float(seconds), 3))
+    if os.environ.get("DSV_TIMINGS_APPEND") != "1":
+        return
+    saved = json.loads(TIMINGS.read_text()).get("timings", {}) if TIMINGS.exists() else {}
+    saved.setdefault(name, []).append(round(float(seconds), 3))
     TIMINGS.parent.mkdir(parents=True, exist_ok=True)
     TIMINGS.write_text(json.dumps({
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
-        "command": os.environ.get("DSV_TIMINGS_COMMAND", "python -m pytest -m e2e tests/test_e2e_browser.py"),
-        "timings": _timings,
+        "command": os.environ.get("DSV_TIMINGS_COMMAND", "python bench/bench_studio.py"),
+        "timings": saved,
     }, indent=2) + "\n")
 
 
