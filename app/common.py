@@ -25,6 +25,7 @@ import torch
 import dsvlib
 from dsvlib import Classifier, ModelFileError, ModelSpec
 from dsvlib.data import Dataset, load_dataset
+from dsvlib.io import strip_ansi
 
 log = logging.getLogger("dsv_studio")
 
@@ -36,10 +37,6 @@ MAX_UPLOADS = 8  # uploads kept per browser session (the oldest goes first); eac
 CHOICE_KEY = "active_model"  # session: the chosen model's label; survives page switches
 DEVICE_KEY = "active_device"
 DISPLAY_PX = 96  # images are upscaled (nearest) to about this size: 28x28 digits are unreadable raw
-
-
-def default_device() -> str:
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
 def available_devices() -> list[str]:
@@ -117,12 +114,8 @@ def random_subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
 # --------------------------------------------------------------------------- uploads
 
 
-def safe_stem(label: str) -> str:
-    """A file-name-safe form of a model label, for download names."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._")[:80] or "model"
-
-
-def _safe_filename(name: str, default: str) -> str:
+def safe_filename(name: str, default: str) -> str:
+    """A file-name-safe form of ``name`` (an upload's name, a label in a download's name)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name)[-100:].lstrip(".")
     return name or default
 
@@ -134,7 +127,7 @@ def model_from_upload(data: bytes, filename: str, *, spec: ModelSpec | None = No
     The bytes go to a temporary file read by :func:`dsvlib.load_model`, which never unpickles code.
     Every problem raises :class:`dsvlib.ModelFileError` with a message meant for the user.
     """
-    name = _safe_filename(filename, "upload")
+    name = safe_filename(filename, "upload")
     suffix = Path(name).suffix.lower().lstrip(".")
     if suffix not in MODEL_TYPES:
         raise ModelFileError(
@@ -252,7 +245,7 @@ def set_uploaded_model(label: str, model: Classifier, spec: ModelSpec, file_id: 
 
 def error_message(e: BaseException, action: str) -> str:
     """One readable sentence for a failure, instead of a traceback (colour codes removed)."""
-    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e)).strip() or type(e).__name__
+    text = strip_ansi(str(e)).strip() or type(e).__name__
     first = text.splitlines()[0][:500]
     low = text.lower()
     if isinstance(e, ModelFileError):

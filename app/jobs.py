@@ -173,13 +173,6 @@ class Registry:
         with self._cond:
             return [j for j in self._jobs.get(owner, []) if kind is None or j.kind == kind]
 
-    def latest(self, owner: str, kind: str) -> Job | None:
-        jobs = self.jobs(owner, kind)
-        return jobs[-1] if jobs else None
-
-    def get(self, owner: str, job_id: int) -> Job | None:
-        return next((j for j in self.jobs(owner) if j.id == job_id), None)
-
     def queue_position(self, job: Job) -> int:
         with self._cond:
             q = self._waiting.get(job.device, [])

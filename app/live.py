@@ -92,8 +92,10 @@ def current_job() -> Job | None:
     return registry().current(session_id())
 
 
-def latest(kind: str) -> Job | None:
-    return registry().latest(session_id(), kind)
+def last_finished(kind: str) -> Job | None:
+    """This session's latest job of ``kind`` that is no longer queued or running."""
+    done = [j for j in history(kind) if not j.active]
+    return done[-1] if done else None
 
 
 def history(kind: str) -> list[Job]:
@@ -164,20 +166,20 @@ def progress_panel(job: Job, *, ncol: int = 10, tile: Callable[[torch.Tensor, in
 
 
 def job_area(kind: str, button: str, start: Callable[[], None], *, key: str, disabled: bool = False,
-             help: str | None = None, **panel: Any) -> Job | None:
+             help: str | None = None, primary: bool = True, **panel: Any) -> Job | None:
     """A page's run controls for jobs of ``kind``: its start button (``start`` submits the job),
     a note when this session's job of another kind is still going, the progress of its own, and
     the latest finished job of ``kind`` (returned for the page to show)."""
     mine = current_job()
-    if st.button(button, type="primary", key=key, disabled=disabled or mine is not None, help=help):
+    if st.button(button, type="primary" if primary else "secondary", key=key, disabled=disabled or mine is not None,
+                 help=help):
         start()  # submits, then reruns the page
     if mine is not None and mine.kind != kind:
         st.info(f"Your {mine.kind} run ({mine.title}) is still going; {button} is available when it ends "
                 "or after you stop it on its page.", icon=":material/hourglass_top:")
     if mine is not None and mine.kind == kind:
         progress_panel(mine, **panel)
-    done = [j for j in history(kind) if not j.active]
-    return done[-1] if done else None
+    return last_finished(kind)
 
 
 def status_line(job: Job) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine  # noqa: E402
 from dsvlib import fit_lambdas, load_model  # noqa: E402
 from dsvlib.augment import Augment  # noqa: E402
 from dsvlib.data import load_dataset  # noqa: E402
@@ -49,8 +49,7 @@ def main() -> None:
     row = {"n": args.n, "device": args.device, "seconds": seconds, "steps_run": res.steps_run,
            "converged": res.converged, "cached": res.cached, "uniform_cosine": res.uniform_cosine,
            "cosine": res.cosine, "support": int((res.lambdas > 0).sum()),
-           "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-                      + (f", {torch.cuda.get_device_name(0)}" if args.device == "cuda" else ""),
+           "machine": machine(),
            "command": "python bench/bench_select_scale.py" + (f" --n {args.n}" if args.n != 50000 else "")}
     print(json.dumps(row))
     out = ROOT / "bench" / "results" / "select_scale.json"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -23,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine  # noqa: E402
 from dsvlib import load_model  # noqa: E402
 from dsvlib.data import MARK_BOX, SHORTCUT_CLASS, load_dataset  # noqa: E402
 from dsvlib.evaluate import diversity, distill, judge_accuracy, mark_energy_ratio, mean_entropy  # noqa: E402
@@ -35,12 +35,6 @@ RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
 JUDGES = ROOT / "assets" / "judges"
 PER_CLASS = 10
-
-
-def machine() -> str:
-    return (f"{platform.machine()} {platform.processor() or ''}".strip()
-            + f", {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            + ("CUDA " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"))
 
 
 FINAL = "final recipe: + reseeding candidates dropped in the first 15 % of the steps"

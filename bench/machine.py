@@ -16,5 +16,6 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    gpu = f", CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (f"{cpu}, {os.cpu_count()} CPU cores (shared with other jobs), {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, {platform.system()} {platform.release()}")
+            f"torch {torch.__version__}, {platform.system()} {platform.release()}{gpu}")

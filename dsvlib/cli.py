@@ -227,11 +227,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     bar = _Bar(cfg.steps, "synthesize")
-
-    def cb(info) -> None:
-        bar.progress(info)
-
-    res = synthesize(model, targets, cfg, seed=args.seed, device=args.device, callback=cb)
+    res = synthesize(model, targets, cfg, seed=args.seed, device=args.device, callback=bar.progress)
     bar.close()
     with _staged(out) as tmp:
         metrics = _write_synthesis(tmp, args, model, spec, cfg, res, targets, real)

@@ -240,7 +240,7 @@ def _read_tensors(path: Path, header: dict[str, Any] | None) -> dict[str, torch.
         raise ModelFileError(f"{path.name}: reading it ran out of memory; it is not a plain state_dict") from None
     except Exception as e:  # noqa: BLE001 - corrupt zip, truncated pickle, ...
         raise ModelFileError(f"{path.name} could not be read as a torch state_dict: "
-                             f"{_ANSI.sub('', _first_line(e))}; {ACCEPTED}") from None
+                             f"{strip_ansi(_first_line(e))}; {ACCEPTED}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
@@ -293,11 +293,16 @@ def _first_line(e: BaseException) -> str:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour codes (torch colours some of its messages)."""
+    return _ANSI.sub("", text)
+
+
 def _torch_reason(message: str) -> str:
     """One whole sentence of torch's refusal, without colour codes: the one naming the refused
     global where there is one (torch's first sentence, "Weights only load failed.", says nothing,
     and its advice to load with weights_only=False is exactly what must not be done)."""
-    text = _ANSI.sub("", message)
+    text = strip_ansi(message)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     line = next((ln for ln in lines if "GLOBAL" in ln), lines[0] if lines else "no details")
     line = re.sub(r"^\w*Unpickler error:\s*", "", line)

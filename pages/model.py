@@ -89,7 +89,7 @@ def _show_model(active: common.ActiveModel) -> None:
     st.subheader("Spec")
     st.table({"field": list(rows), "value": [str(v) for v in rows.values()]}, border="horizontal", hide_index=True)
     st.download_button("Download the model's spec and card (.json)", _model_summary(active, card),
-                       file_name=f"{common.safe_stem(active.label)}.summary.json", mime="application/json",
+                       file_name=f"{common.safe_filename(active.label, 'model')}.summary.json", mime="application/json",
                        key="model_summary_download", icon=":material/download:")
 
 

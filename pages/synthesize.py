@@ -125,11 +125,6 @@ def _submit_synthesis(active: common.ActiveModel, targets: list[int], cfg: Any, 
     })
 
 
-def _last_finished(kind: str) -> Job | None:
-    done = [j for j in live.history(kind) if not j.active]
-    return done[-1] if done else None
-
-
 # --------------------------------------------------------------------------- the result
 
 
@@ -215,8 +210,7 @@ def _distill_section(synth: Job, result: SynthResult) -> None:
         return
     if st.button(f"Retrain a student on the {kept} kept DSVs", key=f"distill_{synth.id}",
                  disabled=kept == 0 or mine is not None):
-        _submit_distill(synth, result, family)
-        mine = live.current_job()
+        _submit_distill(synth, result, family)  # reruns the page
     if mine is not None and mine.kind == "distill" and mine.params.get("source") == synth.id:
         live.progress_panel(mine)
     done = [j for j in live.history("distill") if j.params.get("source") == synth.id and not j.active]
@@ -306,8 +300,8 @@ def _mixing(active: common.ActiveModel, names: list[str]) -> None:
     delta = float(c3.slider("δ (share of b)", 0.0, 1.0, 0.5, 0.05, key="mix_delta"))
     count = int(c4.number_input("Images", 1, 20, 2, key="mix_count"))
     steps = int(st.number_input("Mixing steps", 1, 5000, 150, step=10, key="mix_steps"))
-    mine = live.current_job()
-    if st.button("Run mixing", key="mix_run", disabled=mine is not None):
+
+    def start() -> None:
         ia, ib = names.index(a), names.index(b)
         targets = soft_targets([ia] * count, [ib] * count, delta, len(names))
         model, cfg, device = active.working_copy(), default_config(active.kind, steps=steps), active.device
@@ -318,10 +312,8 @@ def _mixing(active: common.ActiveModel, names: list[str]) -> None:
 
         live.submit("mix", f"mixing {a} → {b} at δ = {delta:.2f}", work, device=device,
                     params={"model": active.label, "a": ia, "b": ib, "delta": delta})
-        mine = live.current_job()
-    if mine is not None and mine.kind == "mix":
-        live.progress_panel(mine, ncol=count, tile=common.tile)
-    mixed = _last_finished("mix")
+
+    mixed = live.job_area("mix", "Run mixing", start, key="mix_run", primary=False, ncol=count, tile=common.tile)
     if mixed is None:
         return
     if mixed.result is None:

@@ -43,7 +43,7 @@ def test_a_job_runs_in_a_thread_and_keeps_its_result() -> None:
     assert job.status == jobs.DONE
     worker, value = job.result
     assert value == 5 and worker != caller  # never on the caller's (Streamlit's script) thread
-    assert reg.latest("s1", "demo") is job and reg.current("s1") is None
+    assert reg.jobs("s1", "demo") == [job] and reg.current("s1") is None
 
 
 def test_stop_ends_the_work_at_its_next_step_and_keeps_the_partial_result() -> None:
