@@ -23,7 +23,8 @@ from pages.help import help_page  # noqa: E402
 def _cpu_threads() -> None:
     """Runs use all CPU cores but one: the server and the browser need a core to stay live, and
     PyTorch's thread team collapses when a core it counts on is busy (measured on 2 cores: a Quick
-    look took 22 s with 2 threads beside one busy core, 8.7 s with 1).  DSV_TORCH_THREADS overrides."""
+    look took 22 s with 2 threads beside one busy core, 8.7 s with 1: a one-off measurement, a script
+    timing `synthesize` with the core kept busy by a shell loop).  DSV_TORCH_THREADS overrides."""
     import torch
 
     n = int(os.environ.get("DSV_TORCH_THREADS") or max(1, (os.cpu_count() or 1) - 1))

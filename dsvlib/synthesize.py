@@ -143,8 +143,8 @@ class Preset:
         return default_config(kind, **{"steps": self.steps, **overrides})
 
 
-# "quick": a first readable grid in seconds (2 per class x 150 steps: about 5 s for 10 classes on
-# 2 CPU cores, BENCHMARKS.md); "recipe": the benchmarked recipe (10 per class x 300 steps).
+# "quick": a first readable grid in seconds (2 per class x 150 steps: 7.6-8.4 s from Generate to the
+# grid in the browser on 2 CPU cores, `python bench/bench_studio.py`); "recipe": the benchmarked recipe (10 per class x 300 steps).
 PRESETS = {
     "quick": Preset("quick", "Quick look", 2, 150,
                     "2 per class x 150 steps: a first readable grid in seconds; rougher DSVs, weaker trust."),
