@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "centre_prior", "diversity_loss", "entropy"]
+__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "centre_prior", "diversity_loss", "entropy", "feature_stats_loss"]
 
 
 def primal_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -73,3 +73,17 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Predictive entropy (nats) per sample."""
     logp = F.log_softmax(logits, dim=1)
     return -(logp.exp() * logp).sum(1)
+
+
+def feature_stats_loss(features: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor) -> torch.Tensor:
+    """DeepInversion's feature-statistics prior (Yin et al., CVPR 2020) for one BatchNorm layer:
+    ``(||mu_B - mu_run||_2 + ||sigma_B - sigma_run||_2) / ||sigma_run||_2``, where mu_B and
+    sigma_B are the per-channel mean and standard deviation of the batch's input ``features``
+    (N, C, ...) to the layer and mu_run, sigma_run its running statistics.  Divided by the running
+    standard deviation's norm (DeepInversion uses the raw norms on variances) so that one weight
+    fits layers and models of any width and scale."""
+    dims = [0, *range(2, features.dim())]
+    mu = features.mean(dims)
+    sd = (features.var(dims, unbiased=False) + 1e-5).sqrt()
+    run_sd = (running_var + 1e-5).sqrt()
+    return ((mu - running_mean).norm() + (sd - run_sd).norm()) / run_sd.norm().clamp_min(1e-6)

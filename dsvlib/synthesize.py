@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
@@ -24,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augment
-from .kkt import flat_cosine, frozen_model, per_sample_loss, select_params, stationarity_distance, weighted_grad
-from .losses import binary_prior, centre_prior, diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
+from .kkt import batchnorm_layers, flat_cosine, frozen_model, per_sample_loss, select_params, stationarity_distance, weighted_grad
+from .losses import feature_stats_loss, binary_prior, centre_prior, diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
 
 __all__ = [
     "SynthConfig",
@@ -71,6 +72,7 @@ class SynthConfig:
     binary: float = 0.0  # x (1 - x) prior: pixels at the ends of the range (ink on paper)
     centre: float = 0.0  # x * r^2 prior: ink near the image centre (framed objects, e.g. digits)
     diversity: float = 0.0
+    bn_prior: float = 1.0  # DeepInversion's feature statistics: acts only on models with BatchNorm layers
     reseed: float = 0.0  # a candidate dropped before this fraction of the steps restarts from fresh noise
     anchor: float = 0.0  # L2 pull towards the init images (editing keeps structure)
     blur: float = 0.0  # std (pixels) of a Gaussian applied to the optimised pixels: smooth, anti-aliased strokes
@@ -90,7 +92,7 @@ class SynthConfig:
         if self.resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {self.resolution}")
         for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "diversity",
-                     "anchor", "primal_weight", "jitter_weight"):
+                     "bn_prior", "anchor", "primal_weight", "jitter_weight"):
             v = getattr(self, name)
             if not (v >= 0 and v == v and v != float("inf")):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
@@ -229,7 +231,7 @@ def trust_reading(cosine: float) -> str:
 
 
 # the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
-_PRIORS = ("tv", "norm", "l1", "binary", "centre", "diversity", "anchor")
+_PRIORS = ("tv", "norm", "l1", "binary", "centre", "diversity", "anchor", "bn_prior")
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", *_PRIORS)
 
 
@@ -263,8 +265,253 @@ def _num_classes(model: nn.Module, spec_shape: tuple[int, ...], device: torch.de
     spec = getattr(model, "spec", None)
     if spec is not None:
         return int(spec.num_classes)
+    # eval mode, on a copy if needed: a train-mode BatchNorm would update its running statistics
+    probe = copy.deepcopy(model).eval() if model.training else model
     with torch.no_grad():
-        return int(model(torch.zeros(1, *spec_shape, device=device)).shape[1])
+        return int(probe(torch.zeros(1, *spec_shape, device=device)).shape[1])
+
+
+@dataclass
+class _Run:
+    """What one synthesis run fixes at its start: the model seen functionally, the targets, the
+    stationarity parameters, and how candidates are made and rendered."""
+
+    config: SynthConfig
+    forward: Callable[[torch.Tensor], torch.Tensor]  # logits, eval mode, caller's module untouched
+    leaves: list[torch.Tensor]  # the stationarity parameters as fresh leaves (storage shared)
+    theta: list[torch.Tensor]
+    y: torch.Tensor
+    hard: torch.Tensor
+    shape: tuple[int, int, int]
+    gen: torch.Generator
+    device: torch.device
+    anchor: torch.Tensor | None
+    kernel: torch.Tensor | None
+    bn_layers: list[nn.Module]
+    from_init: bool
+
+    def noise(self, k: int) -> torch.Tensor:
+        """k seeded noise candidates at the optimised resolution (the init, and reseeding)."""
+        c, h, w = self.shape
+        r = self.config.resolution
+        return (self.config.init_mean + self.config.init_noise * torch.randn(k, c, h // r, w // r, generator=self.gen)
+                ).clamp(0, 1)
+
+    def render(self, x_param: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.shape
+        x = x_param
+        if self.config.resolution > 1:
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        if self.kernel is not None:
+            x = F.conv2d(x, self.kernel, padding=self.kernel.shape[-1] // 2, groups=c)
+        return x
+
+
+@dataclass
+class _State:
+    """What changes step by step: candidates, multipliers, who is kept, the optimiser."""
+
+    x_param: torch.Tensor
+    lam: torch.Tensor
+    kept: torch.Tensor
+    opt: torch.optim.Optimizer
+    sched: Any
+    dropped_at: dict[int, int] = field(default_factory=dict)
+    reseeded: dict[int, list[int]] = field(default_factory=dict)
+    best_cos: float = -1.0
+
+
+def _functional(model: nn.Module, named: list[tuple[str, nn.Parameter]]) -> tuple[Callable, list[torch.Tensor]]:
+    """The model as a function of fresh leaves for ``named`` (sharing storage with the parameters):
+    gradients reach the leaves, never the caller's ``.grad``, and no ``requires_grad`` flag of the
+    caller's parameters is toggled.  Eval mode: a model in train mode is evaluated on an eval copy."""
+    from torch.func import functional_call
+
+    if model.training:
+        model = copy.deepcopy(model).eval()
+        named = [(n, dict(model.named_parameters())[n]) for n, _ in named]
+    leaves = {n: p.detach().requires_grad_(True) for n, p in named}
+    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in leaves}
+    fixed.update(dict(model.named_buffers()))
+    mods = model
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return functional_call(mods, {**fixed, **leaves}, (x,))
+
+    forward.module = model  # type: ignore[attr-defined]  (where BatchNorm hooks go)
+    return forward, list(leaves.values())
+
+
+def _setup(model: nn.Module, targets: Any, config: SynthConfig, init: torch.Tensor | None, seed: int,
+           device: torch.device, shape: tuple[int, int, int]) -> tuple[_Run, torch.Tensor]:
+    """Validate the request and fix the run; returns the run and the starting candidates."""
+    model_device = next(model.parameters()).device
+    work = model if device == model_device else copy.deepcopy(model).to(device)
+    named = select_params(work, config.params, input_shape=shape)
+    forward, leaves = _functional(work, named)
+    y = _as_targets(targets, _num_classes(forward.module, shape, device)).to(device)
+    n, (c, h, w), r = len(y), shape, config.resolution
+    if init is not None:
+        init = torch.as_tensor(init, dtype=torch.float32)
+        if init.shape != (n, c, h, w):
+            raise ValueError(f"init must have shape {(n, c, h, w)}, got {tuple(init.shape)}")
+        if not torch.isfinite(init).all():
+            raise ValueError("init contains NaN or inf")
+    run = _Run(config=config, forward=forward, leaves=leaves, theta=[p.detach() for p in leaves], y=y,
+               hard=y if y.dim() == 1 else y.argmax(1), shape=shape, gen=torch.Generator(device="cpu").manual_seed(seed),
+               device=device, anchor=init.to(device) if (init is not None and config.anchor > 0) else None,
+               kernel=_gaussian_kernel(config.blur, c, device) if config.blur > 0 else None,
+               bn_layers=batchnorm_layers(forward.module) if config.bn_prior > 0 else [], from_init=init is not None)
+    if init is None:
+        x0 = run.noise(n)
+    else:
+        x0 = init.clamp(0, 1)
+        x0 = F.avg_pool2d(x0, r) if r > 1 else x0
+    return run, x0
+
+
+def _start(run: _Run, x0: torch.Tensor) -> _State:
+    cfg = run.config
+    x_param = x0.clone().to(run.device).requires_grad_(True)
+    lam = torch.full((len(x0),), float(cfg.lambda_init), device=run.device, requires_grad=True)
+    opt = torch.optim.Adam([{"params": [x_param], "lr": cfg.lr}, {"params": [lam], "lr": cfg.lr_lambda}])
+    sched = (torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, cfg.steps) / cfg.steps))) if cfg.lr_decay else None)
+    return _State(x_param=x_param, lam=lam, kept=torch.ones(len(x0), dtype=torch.bool, device=run.device),
+                  opt=opt, sched=sched)
+
+
+def _prior_terms(cfg: SynthConfig, x: torch.Tensor, run: _Run, bn: list[torch.Tensor]) -> dict[str, Callable]:
+    """Each manifold prior as a thunk (weight = the config field of the same name)."""
+    return {
+        "tv": lambda: total_variation(x).mean(),
+        "norm": lambda: norm_prior(x).mean(),
+        "l1": lambda: l1_prior(x, cfg.background).mean(),
+        "binary": lambda: binary_prior(x).mean(),
+        "centre": lambda: centre_prior(x).mean(),
+        "diversity": lambda: diversity_loss(x, run.hard),
+        "anchor": lambda: ((x - run.anchor) ** 2).mean() if run.anchor is not None else x.new_zeros(()),
+        "bn_prior": lambda: torch.stack(bn).mean() if bn else x.new_zeros(()),
+    }
+
+
+def _objective(run: _Run, st: _State, bn: list[torch.Tensor], collecting: list[bool]
+               ) -> tuple[torch.Tensor, dict[str, float], float]:
+    """The DeepKKT loss of this step: (total, its terms, the stationarity cosine on this view)."""
+    cfg, y, kept = run.config, run.y, st.kept
+    x = run.render(st.x_param)
+    weights = st.lam * kept
+    total = x.new_zeros(())
+    cos_step, stat_sum, primal_sum = float("nan"), 0.0, 0.0
+    augmenting = cfg.augment is not None and cfg.augment.enabled
+    # (weight, augmented?) per view: the augmented copy carries eta (manifold condition)
+    views: list[tuple[float, bool]] = [(cfg.eta, True)] if augmenting else [(1.0, False)]
+    if cfg.clean_view and augmenting:
+        views.insert(0, (1.0, False))
+    bn.clear()
+    for i, (wgt, augmented) in enumerate(views):
+        v = cfg.augment(x, run.gen) if augmented else x
+        collecting[0] = i == 0  # feature statistics of the first view's forward only
+        try:
+            if cfg.stationarity != "none":
+                grads, logits, _ = weighted_grad(run.forward, run.leaves, v, y, weights, create_graph=True)
+                stat = stationarity_distance(run.theta, grads, cfg.stationarity)
+                with torch.no_grad():
+                    cos_step = float(flat_cosine(run.theta, [-g for g in grads]))
+            else:
+                logits, stat = run.forward(v), x.new_zeros(())
+        finally:
+            collecting[0] = False
+        prim = primal_loss(logits, y)[kept].mean() if kept.any() else x.new_zeros(())
+        total = total + wgt * (cfg.stationarity_weight * stat + cfg.primal_weight * prim)
+        stat_sum += float(stat.detach())
+        primal_sum += float(prim.detach())
+    terms = {"stationarity": stat_sum, "primal": primal_sum, "jitter": 0.0}
+    if cfg.jitter is not None and cfg.jitter.enabled and kept.any():
+        # robustness: a shifted, rescaled, partly cut-out copy must be its class too, with
+        # confidence (cross-entropy, not the hinge); one forward and backward, no second
+        # derivative.  Adversarial textures fail this, strokes that any reader sees pass.
+        jit = per_sample_loss(run.forward(cfg.jitter(x, run.gen)), y)[kept].mean()
+        total = total + cfg.jitter_weight * jit
+        terms["jitter"] = float(jit.detach())
+    priors = _prior_terms(cfg, x, run, bn)
+    for name in _PRIORS:
+        wt = getattr(cfg, name)
+        terms[name] = 0.0
+        if wt > 0:
+            val = priors[name]()
+            total = total + wt * val
+            terms[name] = float(val.detach())
+    terms["total"] = float(total.detach())
+    return total, terms, cos_step
+
+
+def _update_multipliers(run: _Run, st: _State, step: int) -> None:
+    """After the optimiser step: pixels back into range (and stretched), then the dual condition:
+    a candidate whose lambda went negative is dropped (Alg. 1 line 18), or, in the first
+    ``reseed`` fraction of the steps of a run from noise, restarted from fresh noise."""
+    cfg, x_param, lam = run.config, st.x_param, st.lam
+    with torch.no_grad():
+        x_param.clamp_(0, 1)
+        if cfg.stretch:
+            # a contrast-blind model (input normalisation) leaves the scale free; fix it at
+            # the data's (max 1) so priors act on the shape, not on the overall brightness
+            x_param.div_(run.render(x_param).amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)).clamp_(0, 1)
+        newly = st.kept & (lam < 0)
+        if newly.any() and step < int(cfg.reseed * cfg.steps) and not run.from_init:
+            # keep the requested count: restart the candidate instead of dropping it
+            rows = torch.nonzero(newly).flatten()
+            for i in rows.tolist():
+                st.reseeded.setdefault(i, []).append(step)
+            x_param[rows] = run.noise(len(rows)).to(run.device)
+            lam[rows] = float(cfg.lambda_init)
+            for state in st.opt.state.values():
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in state:
+                        state[key][rows] = 0.0
+            newly = torch.zeros_like(newly)
+        for i in torch.nonzero(newly).flatten().tolist():
+            st.dropped_at[i] = step
+        st.kept &= ~newly
+        lam[~st.kept] = 0.0  # a dropped candidate stays out (Alg. 1, line 18)
+
+
+def _record(run: _Run, st: _State, hist: dict[str, list], step: int, terms: dict[str, float], cos_step: float,
+            elapsed: float) -> None:
+    with torch.no_grad():
+        lg = run.forward(run.render(st.x_param))
+        probs = F.softmax(lg, 1)
+    hist["step"].append(step)
+    hist["time"].append(elapsed)
+    for k in LOSS_TERMS:
+        hist[k].append(terms[k])
+    hist["cosine"].append(cos_step)
+    hist["kept"].append(int(st.kept.sum()))
+    hist["entropy"].append(entropy(lg).cpu().tolist())
+    hist["target_prob"].append(probs.gather(1, run.hard.view(-1, 1)).squeeze(1).cpu().tolist())
+    hist["lambdas"].append(st.lam.detach().cpu().tolist())
+
+
+def _trust(run: _Run, st: _State, hist: dict[str, list]) -> dict[str, Any]:
+    stat = run.config.stationarity != "none"
+    return {"best_cosine": st.best_cos if stat else None,
+            "final_cosine": hist["cosine"][-1] if stat and hist["cosine"] else None,
+            "reading": trust_reading(st.best_cos) if stat else
+            "stationarity was off (primal only): these are class visualisations, not support vectors.",
+            "dropped": {str(k): v for k, v in st.dropped_at.items()},
+            "reseeded": {str(k): v for k, v in st.reseeded.items()}}
+
+
+def _bn_hooks(run: _Run, st: _State, bn: list[torch.Tensor], collecting: list[bool]) -> list[Any]:
+    """Hooks that read the candidates' feature statistics at each BatchNorm layer's input, on this
+    thread's forward of the main view only (another thread may use the same model meanwhile)."""
+    me = threading.get_ident()
+
+    def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        if collecting[0] and threading.get_ident() == me and st.kept.any():
+            bn.append(feature_stats_loss(inp[0][st.kept], mod.running_mean, mod.running_var))
+
+    return [m.register_forward_hook(hook) for m in run.bn_layers]
 
 
 def synthesize(
@@ -278,7 +525,8 @@ def synthesize(
     callback: Callable[[StepInfo], bool | None] | None = None,
     input_shape: tuple[int, int, int] | None = None,
 ) -> SynthResult:
-    """Synthesise one DSV per entry of ``targets`` from ``model`` (left exactly as found).
+    """Synthesise one DSV per entry of ``targets`` from ``model`` (left exactly as found: parameters,
+    ``.grad``, ``requires_grad``, train/eval mode, BatchNorm statistics, hooks).
 
     ``init``: (N, C, H, W) images in [0, 1] to start from (k real shots, other data, or the image
     to edit); default: seeded noise.  ``callback(info)`` is called every step; returning True stops.
@@ -290,193 +538,47 @@ def synthesize(
         input_shape = tuple(spec.input_shape)
     if config is None:
         config = default_config("digits" if input_shape[0] == 1 else "natural")
-    model_device = next(model.parameters()).device
-    device = torch.device(device) if device is not None else model_device
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but CUDA is not available")
-    work = model if device == model_device else copy.deepcopy(model).to(device)
-
-    num_classes = _num_classes(work, input_shape, device)
-    y = _as_targets(targets, num_classes).to(device)
-    n = len(y)
-    hard = y if y.dim() == 1 else y.argmax(1)
-    c, h, w = input_shape
-    r = config.resolution
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-
-    def noise(k: int) -> torch.Tensor:
-        """k seeded noise candidates at the optimised resolution (the init, and reseeding)."""
-        return (config.init_mean + config.init_noise * torch.randn(k, c, h // r, w // r, generator=gen)).clamp(0, 1)
-
-    if init is not None:
-        init = torch.as_tensor(init, dtype=torch.float32)
-        if init.shape != (n, c, h, w):
-            raise ValueError(f"init must have shape {(n, c, h, w)}, got {tuple(init.shape)}")
-        if not torch.isfinite(init).all():
-            raise ValueError("init contains NaN or inf")
-        x0 = init.clamp(0, 1)
-        if r > 1:
-            x0 = F.avg_pool2d(x0, r)
-    else:
-        x0 = noise(n)
-    x_param = x0.clone().to(device).requires_grad_(True)
-    anchor = init.to(device) if (init is not None and config.anchor > 0) else None
-    lam = torch.full((n,), float(config.lambda_init), device=device, requires_grad=True)
-    kept = torch.ones(n, dtype=torch.bool, device=device)
-    opt = torch.optim.Adam([{"params": [x_param], "lr": config.lr}, {"params": [lam], "lr": config.lr_lambda}])
-    aug_gen = gen
-    sched = (torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, config.steps) / config.steps))) if config.lr_decay else None)
-
-    named = select_params(work, config.params, input_shape=input_shape)
-    params = [p for _, p in named]
-    theta = [p.detach() for p in params]
-    use_stat = config.stationarity != "none"
-
-    kernel = _gaussian_kernel(config.blur, c, device) if config.blur > 0 else None
-
-    def render() -> torch.Tensor:
-        x = x_param
-        if r > 1:
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-        if kernel is not None:
-            x = F.conv2d(x, kernel, padding=kernel.shape[-1] // 2, groups=c)
-        return x
-
-    augmenting = config.augment is not None and config.augment.enabled
-    jittering = config.jitter is not None and config.jitter.enabled
-    # (weight, augmented?) per view: the augmented copy carries eta (manifold condition)
-    views: list[tuple[float, bool]] = [(config.eta, True)] if augmenting else [(1.0, False)]
-    if config.clean_view and augmenting:
-        views.insert(0, (1.0, False))
-
+    run, x0 = _setup(model, targets, config, init, seed, device, input_shape)
+    st = _start(run, x0)
     hist: dict[str, list] = {k: [] for k in ("step", "time", *LOSS_TERMS, "cosine", "kept", "entropy",
                                              "target_prob", "lambdas")}
-    dropped_at: dict[int, int] = {}
-    reseeded: dict[int, list[int]] = {}
-    reseed_until = int(config.reseed * config.steps)
-    best_cos = -1.0
+    bn: list[torch.Tensor] = []
+    collecting = [False]
+    hooks = _bn_hooks(run, st, bn, collecting)
     t0 = time.perf_counter()
     steps_run = 0
-    with frozen_model(work, params):
+    try:
         for step in range(config.steps):
-            x = render()
-            weights = lam * kept
-            total = x.new_zeros(())
-            terms: dict[str, float] = {}
-            cos_step = float("nan")
-            stat_sum = primal_sum = 0.0
-            for wgt, augmented in views:
-                v = config.augment(x, aug_gen) if augmented else x
-                if use_stat:
-                    grads, logits, _ = weighted_grad(work, params, v, y, weights, create_graph=True)
-                    stat = stationarity_distance(theta, grads, config.stationarity)
-                    with torch.no_grad():
-                        cos_step = float(flat_cosine(theta, [-g for g in grads]))
-                else:
-                    logits = work(v)
-                    stat = x.new_zeros(())
-                prim = primal_loss(logits, y)[kept].mean() if kept.any() else x.new_zeros(())
-                total = total + wgt * (config.stationarity_weight * stat + config.primal_weight * prim)
-                stat_sum += float(stat.detach())
-                primal_sum += float(prim.detach())
-            terms["stationarity"], terms["primal"] = stat_sum, primal_sum
-            terms["jitter"] = 0.0
-            if jittering and kept.any():
-                # robustness: a shifted, rescaled, partly cut-out copy must be its class too, with
-                # confidence (cross-entropy, not the hinge); one forward and backward, no second
-                # derivative.  Adversarial textures fail this, strokes that any reader sees pass.
-                jit = per_sample_loss(work(config.jitter(x, aug_gen)), y)[kept].mean()
-                total = total + config.jitter_weight * jit
-                terms["jitter"] = float(jit.detach())
-            # weight = the config field of the same name
-            prior_fns = {
-                "tv": lambda: total_variation(x).mean(),
-                "norm": lambda: norm_prior(x).mean(),
-                "l1": lambda: l1_prior(x, config.background).mean(),
-                "binary": lambda: binary_prior(x).mean(),
-                "centre": lambda: centre_prior(x).mean(),
-                "diversity": lambda: diversity_loss(x, hard),
-                "anchor": lambda: ((x - anchor) ** 2).mean() if anchor is not None else x.new_zeros(()),
-            }
-            for name in _PRIORS:
-                wt, fn = getattr(config, name), prior_fns[name]
-                if wt > 0:
-                    val = fn()
-                    total = total + wt * val
-                    terms[name] = float(val.detach())
-                else:
-                    terms[name] = 0.0
-            terms["total"] = float(total.detach())
+            total, terms, cos_step = _objective(run, st, bn, collecting)
             if not torch.isfinite(total):
                 raise FloatingPointError(f"the DeepKKT loss became {float(total)} at step {step}; lower lr or check the model")
-            opt.zero_grad(set_to_none=True)
-            gx, gl = torch.autograd.grad(total, [x_param, lam], allow_unused=True)
-            x_param.grad = gx
-            lam.grad = gl if gl is not None else torch.zeros_like(lam)
-            opt.step()
-            if sched is not None:
-                sched.step()
-            with torch.no_grad():
-                x_param.clamp_(0, 1)
-                if config.stretch:
-                    # a contrast-blind model (input normalisation) leaves the scale free; fix it at
-                    # the data's (max 1) so priors act on the shape, not on the overall brightness
-                    x_param.div_(render().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)).clamp_(0, 1)
-                newly = kept & (lam < 0)
-                if newly.any() and step < reseed_until and init is None:
-                    # keep the requested count: restart the candidate instead of dropping it
-                    rows = torch.nonzero(newly).flatten()
-                    for i in rows.tolist():
-                        reseeded.setdefault(i, []).append(step)
-                    x_param[rows] = noise(len(rows)).to(device)
-                    lam[rows] = float(config.lambda_init)
-                    for st in opt.state.values():
-                        for key in ("exp_avg", "exp_avg_sq"):
-                            if key in st:
-                                st[key][rows] = 0.0
-                    newly = torch.zeros_like(newly)
-                if newly.any():
-                    for i in torch.nonzero(newly).flatten().tolist():
-                        dropped_at[i] = step
-                    kept &= ~newly
-                lam[~kept] = 0.0  # a dropped candidate stays out (Alg. 1, line 18)
-            if use_stat and cos_step == cos_step:
-                best_cos = max(best_cos, cos_step)
+            gx, gl = torch.autograd.grad(total, [st.x_param, st.lam], allow_unused=True)
+            st.x_param.grad, st.lam.grad = gx, (gl if gl is not None else torch.zeros_like(st.lam))
+            st.opt.step()
+            if st.sched is not None:
+                st.sched.step()
+            _update_multipliers(run, st, step)
+            if cos_step == cos_step:
+                st.best_cos = max(st.best_cos, cos_step)
             steps_run = step + 1
-            last = step == config.steps - 1
-            if step % config.history_every == 0 or last:
-                with torch.no_grad():
-                    lg = work(render())
-                    probs = F.softmax(lg, 1)
-                    hist["step"].append(step)
-                    hist["time"].append(time.perf_counter() - t0)
-                    for k in LOSS_TERMS:
-                        hist[k].append(terms[k])
-                    hist["cosine"].append(cos_step)
-                    hist["kept"].append(int(kept.sum()))
-                    hist["entropy"].append(entropy(lg).cpu().tolist())
-                    hist["target_prob"].append(probs.gather(1, hard.view(-1, 1)).squeeze(1).cpu().tolist())
-                    hist["lambdas"].append(lam.detach().cpu().tolist())
-            if callback is not None:
-                info = StepInfo(step=step, steps=config.steps, losses=dict(terms), cosine=cos_step,
-                                kept=int(kept.sum()), images=lambda: render().detach().cpu().float().clone(),
-                                elapsed=time.perf_counter() - t0)
-                if callback(info):
-                    break
-
+            if step % config.history_every == 0 or step == config.steps - 1:
+                _record(run, st, hist, step, terms, cos_step, time.perf_counter() - t0)
+            if callback is not None and callback(StepInfo(
+                    step=step, steps=config.steps, losses=dict(terms), cosine=cos_step, kept=int(st.kept.sum()),
+                    images=lambda: run.render(st.x_param).detach().cpu().float().clone(),
+                    elapsed=time.perf_counter() - t0)):
+                break
+    finally:
+        for hk in hooks:
+            hk.remove()
     with torch.no_grad():
-        images = render().detach().clamp(0, 1).cpu().float()
-    seconds = time.perf_counter() - t0
-    trust: dict[str, Any] = {"best_cosine": best_cos if use_stat else None,
-                             "final_cosine": hist["cosine"][-1] if use_stat and hist["cosine"] else None,
-                             "reading": trust_reading(best_cos) if use_stat else
-                             "stationarity was off (primal only): these are class visualisations, not support vectors.",
-                             "dropped": {str(k): v for k, v in dropped_at.items()},
-                             "reseeded": {str(k): v for k, v in reseeded.items()}}
-    return SynthResult(images=images, targets=y.cpu(), labels=hard.cpu(), lambdas=lam.detach().cpu().float(),
-                       kept=kept.cpu(), history=hist, trust=trust, config=config, seconds=seconds,
-                       steps_run=steps_run)
+        images = run.render(st.x_param).detach().clamp(0, 1).cpu().float()
+    return SynthResult(images=images, targets=run.y.cpu(), labels=run.hard.cpu(), lambdas=st.lam.detach().cpu().float(),
+                       kept=st.kept.cpu(), history=hist, trust=_trust(run, st, hist), config=config,
+                       seconds=time.perf_counter() - t0, steps_run=steps_run)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from .data import Dataset, load_dataset, paste_mark, SHORTCUT_CLASS
 from .kkt import dataset_gradient_cosine
 from .models import Classifier, ModelSpec, build_classifier
 
-__all__ = ["FitConfig", "fit", "accuracy", "predict", "RECIPES", "train_recipe"]
+__all__ = ["FitConfig", "fit", "accuracy", "predict", "Recipe", "RECIPES", "train_recipe"]
 
 
 @dataclass(frozen=True)
@@ -183,10 +183,16 @@ def evaluate_card(model: Classifier, data: str) -> dict[str, Any]:
     return card
 
 
-def train_recipe(name: str, out_dir: str | Path, *, verbose: bool = True) -> tuple[Classifier, dict[str, Any]]:
-    if name not in RECIPES:
+def train_recipe(name: str | Recipe, out_dir: str | Path, *, verbose: bool = True,
+                 command: str | None = None) -> tuple[Classifier, dict[str, Any]]:
+    """Train a recipe (a name in :data:`RECIPES`, or a :class:`Recipe`, e.g. the benches' zoo of
+    teachers) deterministically; write ``NAME.safetensors`` and ``NAME.card.json`` to ``out_dir``."""
+    if isinstance(name, Recipe):
+        recipe, name = name, name.name
+    elif name in RECIPES:
+        recipe = RECIPES[name]
+    else:
         raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
-    recipe = RECIPES[name]
     torch.manual_seed(recipe.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     train = load_dataset(f"{recipe.data}:train")
@@ -201,7 +207,8 @@ def train_recipe(name: str, out_dir: str | Path, *, verbose: bool = True) -> tup
         "recipe": {"data": f"{recipe.data}:train", "arch": recipe.arch, "arch_kwargs": recipe.arch_kwargs,
                    "fit": {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in asdict(recipe.fit).items()},
                    "seed": recipe.seed},
-        "command": f"python -m dsvlib.train {name}",
+        "command": command or f"python -m dsvlib.train {name}",
+        **({"notes": recipe.notes} if recipe.notes else {}),
         "training_seconds": round(seconds, 1),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         **evaluate_card(model, recipe.data),

@@ -316,3 +316,108 @@ def test_jitter_view_makes_candidates_robust_to_shifts() -> None:
         return float(torch.stack(probs).mean())
 
     assert robust_prob(res.images) > robust_prob(plain.images) + 0.08  # measured: 0.47 vs 0.35
+
+
+# --------------------------------------------------------------------------- BatchNorm models (issue #9)
+
+
+class BnDropoutNet(nn.Module):
+    """conv -> BatchNorm -> ReLU -> dropout -> conv -> BatchNorm -> ReLU -> pool -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Dropout(0.5),
+                                      nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2))
+        self.head = nn.Linear(24, 3)
+        bns = (self.features[1], self.features[5])
+        with torch.no_grad():  # as after training: scales and shifts away from 1 and 0, running
+            for bn in bns:     # statistics of a data set (dark images, unlike the noise init)
+                bn.weight.uniform_(0.5, 1.5)
+                bn.bias.uniform_(-0.3, 0.3)
+                bn.momentum = None  # cumulative average
+            self.train()(torch.rand(512, 1, 8, 8, generator=torch.Generator().manual_seed(1)) ** 3)
+            for bn in bns:
+                bn.momentum = 0.1
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+BN_FAST = replace(FAST, augment=None, steps=12)
+
+
+def test_batchnorm_dropout_model_in_train_mode_left_exactly_as_found_with_preset_grads() -> None:
+    model = BnDropoutNet().train()
+    grads = []
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.25)
+        grads.append(p.grad)
+    before = {k: v.clone() for k, v in model.state_dict().items()}  # includes running stats, num_batches_tracked
+    flags = [m.training for m in model.modules()]
+    hooks = sum(len(m._forward_hooks) for m in model.modules())
+    res = synthesize(model, torch.tensor([0, 1, 2, 0]), replace(BN_FAST, bn_prior=1.0), input_shape=(1, 8, 8))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is g for p, g in zip(model.parameters(), grads))
+    assert all(torch.equal(g, torch.full_like(g, 0.25)) for g in grads)
+    assert [m.training for m in model.modules()] == flags
+    assert sum(len(m._forward_hooks) for m in model.modules()) == hooks
+    assert max(res.history["bn_prior"]) > 0  # the prior was on (the model has BatchNorm)
+    # eval mode inside: dropout off, so a rerun reproduces the images exactly
+    again = synthesize(model, torch.tensor([0, 1, 2, 0]), replace(BN_FAST, bn_prior=1.0), input_shape=(1, 8, 8))
+    assert torch.equal(res.images, again.images)
+
+
+def test_nothing_on_an_eval_model_is_toggled_during_the_run() -> None:
+    """Another thread (the app's page) may use the model while a run is going: no flag flips."""
+    model = BnDropoutNet().eval()
+    seen = []
+
+    def look(info) -> None:
+        seen.append(([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]))
+
+    synthesize(model, torch.tensor([0, 1]), BN_FAST, input_shape=(1, 8, 8), callback=look)
+    assert seen and all(t == [False] * len(t) and all(r) for t, r in seen)
+
+
+def test_auto_params_leave_out_convs_in_front_of_batchnorm_but_keep_its_scales() -> None:
+    model = BnDropoutNet().eval()
+    names = {n for n, _ in select_params(model, "auto", input_shape=(1, 8, 8))}
+    assert "features.0.weight" not in names and "features.4.weight" not in names  # conv -> BN: batch-stat invariant
+    assert "features.0.bias" not in names  # no effect at all under batch statistics
+    assert {"features.1.weight", "features.5.weight", "head.weight", "head.bias"} <= names
+    assert not model.training  # probed on a copy
+
+
+def test_feature_stats_loss_known_values() -> None:
+    from dsvlib.losses import feature_stats_loss
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(4000, 3, 2, 2, generator=g) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1)
+    mean = f.mean((0, 2, 3))
+    var = f.var((0, 2, 3), unbiased=False)
+    assert float(feature_stats_loss(f, mean, var)) < 1e-3
+    shifted = float(feature_stats_loss(f + 0.5, mean, var))  # mean off by 0.5 in each of 3 channels
+    assert shifted == pytest.approx(0.5 * 3 ** 0.5 / float((var + 1e-5).sqrt().norm()), rel=1e-3)
+
+
+def test_bn_prior_pulls_candidate_statistics_toward_the_running_statistics() -> None:
+    from dsvlib.losses import feature_stats_loss
+
+    model = BnDropoutNet().eval()
+    cfg = replace(BN_FAST, steps=40, stationarity="none", tv=0.0)
+    t = torch.tensor([0, 1, 2] * 3)
+
+    def mismatch(images: torch.Tensor) -> float:
+        with torch.no_grad():
+            f1 = model.features[0](images)
+            f2 = model.features[4](model.features[2](model.features[1](f1)))
+            return float(feature_stats_loss(f1, model.features[1].running_mean, model.features[1].running_var)
+                         + feature_stats_loss(f2, model.features[5].running_mean, model.features[5].running_var))
+
+    off = mismatch(synthesize(model, t, replace(cfg, bn_prior=0.0), input_shape=(1, 8, 8)).images)
+    on = mismatch(synthesize(model, t, replace(cfg, bn_prior=1.0), input_shape=(1, 8, 8)).images)
+    assert on < 0.5 * off

@@ -1,0 +1,150 @@
+"""The synthesis defaults on teachers trained the way users train them (issue #9).
+
+    python bench/bench_zoo.py                       # every zoo teacher, default settings
+    python bench/bench_zoo.py --teachers zoo_mlp --set bn_prior=0 --tag no_bn_prior
+
+Per teacher: 10 candidates per class from noise (zero real images) with the defaults the app
+uses for that model (``dsvlib.synthesize.config_for``); kept of 100 (lambda >= 0), the trust
+reading, a fresh ConvNet student trained on the kept DSVs only (``dsvlib.evaluate.distill``,
+the engine's protocol) next to the same protocol on 10 random real images per class, two judges
+of other architectures trained on real data, and diversity (mean within-class L2 distance) next
+to real images'.  Zoo teachers are trained by ``bench/zoo.py`` (cached).  Writes
+bench/results/zoo[_TAG].json and .md and the grids docs/zoo_<teacher>.png (default tag only).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import zoo  # noqa: E402
+from bench.machine import machine  # noqa: E402
+from dsvlib import load_model  # noqa: E402
+from dsvlib.data import load_dataset  # noqa: E402
+from dsvlib.evaluate import distill, diversity, judge_accuracy  # noqa: E402
+from dsvlib.export import save_grid  # noqa: E402
+from dsvlib.synthesize import synthesize, trust_strength  # noqa: E402
+
+try:  # the defaults the app picks for a model (this session's API); older code: per data kind
+    from dsvlib.synthesize import config_for  # noqa: E402
+except ImportError:  # pragma: no cover - used to measure the code before issue #9
+    from dsvlib.synthesize import default_config  # noqa: E402
+
+    def config_for(model, spec, **overrides):
+        return default_config("digits" if spec.in_channels == 1 else "natural", **overrides)
+
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs"
+PER_CLASS = 10
+FAMILY = {  # student architecture (the shipped ConvNet's spec), judges, test split per data family
+    "mnist": ("mnist_convnet", [ROOT / "assets/judges/mnist_lenet_judge.safetensors",
+                                ROOT / "assets/judges/mnist_mlp_judge.safetensors"]),
+    "shortcut": ("shortcut_convnet", [ROOT / "assets/judges/shortcut_lenet_judge.safetensors",
+                                      zoo.path("zoo_colour_mlp_judge")]),
+}
+
+
+def _literal(v: str):
+    try:
+        return ast.literal_eval(v)
+    except (ValueError, SyntaxError):
+        return v
+
+
+def baseline(fam: str, student_seeds) -> dict:
+    """The same protocol on 10 random real images per class."""
+    _, spec = load_model(FAMILY[fam][0])
+    real = load_dataset(f"{fam}:train").per_class(PER_CLASS, seed=0)
+    st = distill(real.images, real.labels, spec, load_dataset(f"{fam}:test"), seeds=student_seeds)
+    judges = {Path(p).stem: load_model(p)[0] for p in FAMILY[fam][1]}
+    return {"student_mean": st.mean, "student_std": st.std, "diversity": diversity(real.images, real.labels),
+            "judges": {k: judge_accuracy(j, real.images, real.labels) for k, j in judges.items()}}
+
+
+def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid: Path | None) -> dict:
+    model, spec = load_model(zoo.path(name))
+    fam = zoo.family(name)
+    cfg = config_for(model, spec, **overrides)
+    targets = torch.arange(spec.num_classes).repeat_interleave(PER_CLASS)
+    res = synthesize(model, targets, cfg, seed=synth_seed)
+    x, y = res.kept_images()
+    if grid is not None:
+        save_grid(res.images, grid, ncol=PER_CLASS)
+    _, student_spec = load_model(FAMILY[fam][0])
+    st = distill(x, y, student_spec, load_dataset(f"{fam}:test"), seeds=student_seeds) if len(x) else None
+    judges = {Path(p).stem: load_model(p)[0] for p in FAMILY[fam][1]}
+    card = json.loads((zoo.ZOO_DIR / f"{name}.card.json").read_text())
+    with torch.no_grad():
+        feasible = float((model(x).argmax(1) == y).float().mean()) if len(x) else float("nan")
+    row = {
+        "teacher": name, "notes": zoo.TEACHERS[name].notes, "family": fam, "synth_seed": synth_seed,
+        "test_accuracy": card["test_accuracy"], "training_data_cosine": card["stationarity_cosine"],
+        "kept": int(res.kept.sum()), "candidates": len(targets),
+        "best_cosine": res.trust["best_cosine"], "trust": trust_strength(res.trust["best_cosine"]),
+        "student_mean": st.mean if st else 0.0, "student_std": st.std if st else 0.0,
+        "student_runs": list(st.runs) if st else [],
+        "judges": {k: judge_accuracy(j, x, y) if len(x) else 0.0 for k, j in judges.items()},
+        "diversity": diversity(x, y), "primal_feasible": feasible, "seconds": res.seconds,
+        "config": {k: (repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v)
+                   for k, v in vars(cfg).items()},
+        "grid": str(grid.relative_to(ROOT)) if grid else None,
+    }
+    print(json.dumps({k: v for k, v in row.items() if k not in ("config", "student_runs")}), flush=True)
+    return row
+
+
+def write_markdown(res: dict, path: Path) -> None:
+    lines = [f"Command: `{res['command']}`  ", f"Machine: {res['machine']}", ""]
+    lines += ["| teacher | test acc | trust (best cos) | kept of 100 | student (real 10/class) | ratio | judges | "
+              "diversity (real) | time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in res["rows"]:
+        b = res["baselines"][r["family"]]
+        judges = " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
+        lines.append(
+            f"| {r['teacher']} ({r['notes']}) | {100 * r['test_accuracy']:.1f} % | {r['trust']} ({r['best_cosine']:.2f}) "
+            f"| {r['kept']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % "
+            f"({100 * b['student_mean']:.1f} %) | {r['student_mean'] / b['student_mean']:.2f} | {judges} "
+            f"| {r['diversity']:.2f} ({b['diversity']:.2f}) | {r['seconds']:.0f} s |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teachers", nargs="*", default=list(zoo.TEACHERS))
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--synth-seed", type=int, default=0)
+    ap.add_argument("--student-seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: _literal(v) for k, v in (s.split("=", 1) for s in args.set)}
+    zoo.ensure([*args.teachers, *(j for j in zoo.JUDGES if zoo.family(j) in {zoo.family(t) for t in args.teachers})])
+    seeds = tuple(range(args.student_seeds))
+    t0 = time.perf_counter()
+    fams = sorted({zoo.family(t) for t in args.teachers})
+    res = {"command": "python bench/bench_zoo.py " + " ".join(sys.argv[1:]), "machine": machine(),
+           "overrides": args.set, "baselines": {f: baseline(f, seeds) for f in fams}, "rows": []}
+    for name in args.teachers:
+        grid = DOCS / f"zoo_{name}.png" if not args.tag else None
+        res["rows"].append(run_teacher(name, overrides, args.synth_seed, seeds, grid))
+    res["seconds"] = time.perf_counter() - t0
+    stem = "zoo" + (f"_{args.tag}" if args.tag else "")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
+    write_markdown(res, RESULTS / f"{stem}.md")
+    print((RESULTS / f"{stem}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""A zoo of test teachers trained the way practitioners train classifiers (issue #9).
+
+    python bench/zoo.py            # train what is missing (cached in bench/.zoo/, seeded)
+    python bench/zoo.py --force    # retrain everything
+
+None of them is a user default: they exist to check that the synthesis defaults hold on models
+the project did not train for stationarity.  BatchNorm, an MLP, LeNet with Adam and no weight
+decay, a model trained with shifts, and colour models (the bundled shapes data), each with the
+recipe a practitioner would pick (SGD + momentum + weight decay 5e-4, or Adam 1e-3).  Colour
+judges (two other architectures trained on the real shapes) come with the zoo.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dsvlib.augment import Augment  # noqa: E402
+from dsvlib.train import FitConfig, Recipe, train_recipe  # noqa: E402
+
+ZOO_DIR = ROOT / "bench" / ".zoo"
+
+_SGD = dict(optimizer="sgd", lr=0.05, weight_decay=5e-4, augment=None)  # the usual SGD recipe
+_ADAM = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", augment=None)
+_SHIFTS = Augment(translate=0.1, crop=0.0, cutout=0.0, flip=0.0, noise=0.0)
+
+TEACHERS: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("zoo_bn_convnet", "mnist", "convnet", {"width": 32, "depth": 3, "norm": "batch"},
+           FitConfig(epochs=8, **_SGD), notes="ConvNet with BatchNorm, SGD + weight decay 5e-4"),
+    Recipe("zoo_mlp", "mnist", "mlp", {"hidden": [256, 128]},
+           FitConfig(epochs=15, **_SGD), notes="MLP, 2 hidden layers, SGD + weight decay 5e-4"),
+    Recipe("zoo_lenet_adam", "mnist", "lenet", {},
+           FitConfig(epochs=10, **_ADAM), notes="LeNet-5, Adam 1e-3, no weight decay"),
+    Recipe("zoo_convnet_shifts", "mnist", "convnet", {"width": 32, "depth": 3, "norm": "instance"},
+           FitConfig(epochs=10, optimizer="sgd", lr=0.05, weight_decay=5e-3, augment=_SHIFTS),
+           notes="ConvNet (instance norm), SGD + weight decay 5e-3, trained with random shifts of up to 10 %"),
+    Recipe("zoo_resnet_bn", "mnist", "resnet18_small", {"width": 16},
+           FitConfig(epochs=4, **_SGD), notes="ResNet-18 (width 16, BatchNorm), SGD + weight decay 5e-4"),
+    Recipe("zoo_colour_bn_convnet", "shortcut", "convnet", {"width": 32, "depth": 3, "norm": "batch"},
+           FitConfig(epochs=8, **_SGD), notes="colour shapes, ConvNet with BatchNorm, SGD + weight decay 5e-4"),
+    Recipe("zoo_colour_resnet_bn", "shortcut", "resnet18_small", {"width": 16},
+           FitConfig(epochs=4, **_SGD), notes="colour shapes, ResNet-18 (width 16, BatchNorm), SGD + weight decay 5e-4"),
+)}
+
+JUDGES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("zoo_colour_mlp_judge", "shortcut", "mlp", {"hidden": [256, 128]},
+           FitConfig(epochs=20, **_ADAM), notes="colour judge: MLP trained on the real shapes"),
+)}
+
+
+def family(name: str) -> str:
+    return (TEACHERS | JUDGES)[name].data
+
+
+def path(name: str) -> Path:
+    return ZOO_DIR / f"{name}.safetensors"
+
+
+def ensure(names: list[str] | None = None, *, force: bool = False) -> dict[str, dict]:
+    """Train the named zoo models that are not cached yet; return their cards."""
+    ZOO_DIR.mkdir(parents=True, exist_ok=True)
+    cards = {}
+    for name in names or [*TEACHERS, *JUDGES]:
+        card_path = ZOO_DIR / f"{name}.card.json"
+        if force or not card_path.exists() or not path(name).exists():
+            t0 = time.perf_counter()
+            print(f"training {name} ...", flush=True)
+            train_recipe((TEACHERS | JUDGES)[name], ZOO_DIR, verbose=False, command="python bench/zoo.py")
+            print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+        cards[name] = json.loads(card_path.read_text())
+    return cards
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help="zoo models (default: all)")
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args()
+    for name, card in ensure(args.names or None, force=args.force).items():
+        print(f"{name:24s} test {card['test_accuracy']:.3f}  train {card['train_accuracy']:.3f}  "
+              f"cos auto {card['stationarity_cosine']:.2f} all {card['stationarity_cosine_all']:.2f}  "
+              f"{card['training_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
