@@ -42,8 +42,9 @@ import copy
 import csv
 import json
 import math
+import numbers
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,11 +52,13 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from .kkt import DISTANCES, flat_cosine, frozen_model, per_sample_loss, select_params, stationarity_distance, weighted_grad
+from .kkt import (DISTANCES, flat_cosine, functional_model, per_sample_loss, select_params, stationarity_distance,
+                  weighted_grad)
 from .losses import entropy as _entropy
 
 
 __all__ = [
+    "SelectConfig",
     "SelectStep",
     "SelectionResult",
     "fit_lambdas",
@@ -70,6 +73,58 @@ __all__ = [
 
 SCORES = ("lambda", "alpha")
 LOSSES = ("ce", "hinge")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Options of :func:`fit_lambdas`.
+
+    ``params``: the parameter subset stationarity is applied to (see :func:`dsvlib.kkt.select_params`;
+    ``"auto"`` leaves out scale-invariant tensors, on which stationarity cannot hold).
+    ``loss``: ``"ce"`` or ``"hinge"`` (binary, 2 logits).  ``distance``: ``"cos"`` / ``"l2"``
+    (same minimiser, solved exactly as non-negative least squares) or ``"l1"`` (heuristic).
+    ``steps``: at most this many optimiser steps; stops earlier when the objective improves by less
+    than ``tol`` (relative) over 20 steps.  ``lr``: step as a fraction of the safe step 1/L for
+    cos/l2 (keep 1.0); Adam's step relative to the mean multiplier for l1.
+    ``cache``: hold the per-sample gradients in memory (None: when N*P floats fit in
+    ``max_cache_bytes``).  ``history_every``: keep every k-th solver step in the history.
+    ``seed``: the power iteration's start vector (cos/l2).
+    """
+
+    params: str | tuple[str, ...] = "auto"
+    loss: str = "ce"
+    distance: str = "cos"
+    steps: int = 3000
+    lr: float = 1.0
+    batch_size: int = 500
+    tol: float = 1e-6
+    cache: bool | None = None
+    max_cache_bytes: int = 2 * 1024 ** 3
+    history_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.params, (list, tuple)) and all(isinstance(p, str) for p in self.params):
+            object.__setattr__(self, "params", tuple(self.params))  # a frozen config holds no list
+        elif not isinstance(self.params, str):
+            raise ValueError("params must be 'auto', 'all', 'weights', 'last', 'last_weight' or a list of name "
+                             f"prefixes, got {self.params!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
+        for name, low in (("steps", 0), ("batch_size", 1), ("max_cache_bytes", 0), ("history_every", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        if not (isinstance(self.lr, numbers.Real) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (isinstance(self.tol, numbers.Real) and self.tol >= 0):
+            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
+        if self.cache not in (None, True, False):
+            raise ValueError(f"cache must be True, False or None (decide by max_cache_bytes), got {self.cache!r}")
 
 
 @dataclass(frozen=True)
@@ -149,6 +204,27 @@ def _check_inputs(images: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]
     return images, labels.long()
 
 
+def _resolve_config(config: SelectConfig | None, overrides: dict[str, Any]) -> SelectConfig:
+    """``config`` (default: ``SelectConfig()``) with the keyword overrides applied (validated again)."""
+    if config is None:
+        config = SelectConfig()
+    elif not isinstance(config, SelectConfig):
+        raise TypeError(f"config must be a SelectConfig or None, got {type(config).__name__}")
+    known = [f.name for f in fields(SelectConfig)]
+    unknown = [k for k in overrides if k not in known]
+    if unknown:
+        raise TypeError(f"fit_lambdas() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                        f"accepted: device, callback and the SelectConfig fields {', '.join(known)}")
+    return replace(config, **overrides) if overrides else config
+
+
+def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    out = torch.device(device) if device is not None else next(model.parameters()).device
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available")
+    return out
+
+
 # --------------------------------------------------------------------------- the operator A
 
 
@@ -170,20 +246,33 @@ class _Gradients:
 
     ``apply(lam) = A lam`` (the weighted gradient sum G, flat) and ``adjoint(v) = A^T v``.
     With ``rows`` (N x P) cached these are matrix-vector products; otherwise one weighted
-    backward and one forward-mode JVP per batch.
+    backward and one forward-mode JVP per batch.  The model is seen functionally
+    (:func:`dsvlib.kkt.functional_model`): every forward in eval mode, gradients taken with respect
+    to fresh leaves, nothing on the caller's module toggled or written.
     """
 
     def __init__(self, model: nn.Module, named: list[tuple[str, nn.Parameter]], images: torch.Tensor,
                  labels: torch.Tensor, loss: str, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
-        self.model, self.loss, self.bs = model, loss, batch_size
+        self.forward, self.leaves = functional_model(model, named)
+        self.module = self.forward.module  # eval mode: the model itself, or an eval copy
+        self.loss, self.bs = loss, batch_size
         self.names = [n for n, _ in named]
-        self.params = [p for _, p in named]
-        self.shapes = [p.shape for p in self.params]
-        self.theta = [p.detach() for p in self.params]
+        self.shapes = [p.shape for p in self.leaves]
+        self.theta = [p.detach() for p in self.leaves]
+        # the other parameters as constants: the per-sample transforms must not record into them
+        self.fixed = {n: p.detach() for n, p in self.module.named_parameters() if n not in set(self.names)}
         self.images, self.labels = images, labels
         self.device, self.dtype = device, dtype
         self.rows: torch.Tensor | None = None
         self.passes = 0  # full passes over the data (cost accounting)
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+    def _call(self, pvals: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits with the stationarity parameters replaced by ``pvals`` (for vmap/grad/jvp)."""
+        return functional_call(self.module, {**self.fixed, **dict(zip(self.names, pvals))}, (x,))
 
     def _batches(self):
         for i in range(0, len(self.images), self.bs):
@@ -193,10 +282,10 @@ class _Gradients:
     def prepare(self, cache: bool, on_batch: Callable[[int, int], bool]) -> tuple[torch.Tensor, ...] | None:
         """One vmap pass: per-sample gradient norms, |dL/dlogits| and logits; the rows if ``cache``.
         Returns None when ``on_batch`` asked to stop."""
-        names, loss, model = self.names, self.loss, self.model
+        loss = self.loss
 
         def one(pvals: tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor):
-            logits = functional_call(model, dict(zip(names, pvals)), (x.unsqueeze(0),))
+            logits = self._call(pvals, x.unsqueeze(0))
             return per_sample_loss(logits, y.unsqueeze(0), loss).sum(), logits.squeeze(0)
 
         per_sample = vmap(grad(one, has_aux=True), in_dims=(None, 0, 0))
@@ -205,7 +294,7 @@ class _Gradients:
         norms = torch.empty(n, device=self.device, dtype=self.dtype)
         rows = None
         if cache:
-            rows = torch.empty(n, sum(math.prod(s) for s in self.shapes), device=self.device, dtype=self.dtype)
+            rows = torch.empty(n, self.num_params, device=self.device, dtype=self.dtype)
         logits_all = []
         theta = tuple(self.theta)
         for b, (i, xb, yb) in enumerate(self._batches()):
@@ -225,12 +314,17 @@ class _Gradients:
         dz, = torch.autograd.grad(per_sample_loss(z, self.labels.to(self.device), loss).sum(), z)
         return norms, dz.norm(dim=1).detach(), logits
 
+    def logits(self) -> torch.Tensor:
+        """Logits of every sample, without gradients (when the gradient pass was stopped)."""
+        with torch.no_grad():
+            return torch.cat([self.forward(xb) for _, xb, _ in self._batches()])
+
     def apply(self, lam: torch.Tensor) -> torch.Tensor:
         if self.rows is not None:
             return lam @ self.rows
         total = None
         for i, xb, yb in self._batches():
-            g, _, _ = weighted_grad(self.model, self.params, xb, yb, lam[i:i + len(xb)], loss=self.loss)
+            g, _, _ = weighted_grad(self.forward, self.leaves, xb, yb, lam[i:i + len(xb)], loss=self.loss)
             flat = _flat([t.detach() for t in g])
             total = flat if total is None else total + flat
         self.passes += 1
@@ -239,18 +333,249 @@ class _Gradients:
     def adjoint(self, v: torch.Tensor) -> torch.Tensor:
         if self.rows is not None:
             return self.rows @ v
-        names, loss, model = self.names, self.loss, self.model
+        loss = self.loss
         tangents = tuple(_unflat(v, self.shapes))
         out = []
         for _, xb, yb in self._batches():
             def f(*pvals: torch.Tensor) -> torch.Tensor:
-                return per_sample_loss(functional_call(model, dict(zip(names, pvals)), (xb,)), yb, loss)
+                return per_sample_loss(self._call(pvals, xb), yb, loss)
 
             with torch.no_grad():
                 _, d = jvp(f, tuple(self.theta), tangents)
             out.append(d)
         self.passes += 1
         return torch.cat(out)
+
+
+def _operator(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: SelectConfig,
+              device: torch.device) -> _Gradients:
+    """A for the stationarity parameters of ``model`` on ``device`` (an eval copy when it lives elsewhere)."""
+    model_device = next(model.parameters()).device
+    work = model if device == model_device else copy.deepcopy(model).to(device).eval()
+    named = select_params(work, cfg.params, input_shape=tuple(images.shape[1:]))
+    return _Gradients(work, named, images, labels, cfg.loss, cfg.batch_size, device, named[0][1].dtype)
+
+
+def _use_cache(op: _Gradients, cfg: SelectConfig) -> bool:
+    """``cfg.cache``, or whether the N x P gradient rows fit in ``cfg.max_cache_bytes``."""
+    if cfg.cache is not None:
+        return bool(cfg.cache)
+    return len(op.images) * op.num_params * torch.finfo(op.dtype).bits // 8 <= cfg.max_cache_bytes
+
+
+# --------------------------------------------------------------------------- progress and history
+
+
+class _Progress:
+    """The history of the solve and the callback: ``SelectStep``s out, a stop request back."""
+
+    def __init__(self, callback: Callable[[SelectStep], bool | None] | None, steps: int, every: int) -> None:
+        self.callback, self.steps, self.every = callback, steps, every
+        self.t0 = time.perf_counter()
+        self.hist: dict[str, list] = {k: [] for k in ("step", "time", "distance", "cosine", "support")}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def on_batch(self, b: int, nb: int) -> bool:
+        if self.callback is None:
+            return False
+        return bool(self.callback(SelectStep("gradients", b, nb, float("nan"), float("nan"), 0, self.elapsed())))
+
+    def on_step(self, step: int, d: float, cos: float, support: int) -> bool:
+        """Record solver step ``step`` (0-based) every ``every`` steps and at the last; True: stop."""
+        elapsed = self.elapsed()
+        if step % self.every == 0 or step == self.steps - 1:
+            for key, val in (("step", step), ("time", elapsed), ("distance", d), ("cosine", cos), ("support", support)):
+                self.hist[key].append(val)
+        if self.callback is None:
+            return False
+        return bool(self.callback(SelectStep("solve", step + 1, self.steps, d, cos, support, elapsed)))
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the gradient pass gives: per-sample |g_i|, |dL_i/dlogits| and logits."""
+
+    norms: torch.Tensor
+    dz: torch.Tensor
+    logits: torch.Tensor
+    stopped: bool  # the callback stopped the pass: norms and dz are zeros, lambda stays 0
+
+
+def _gradient_phase(op: _Gradients, cache: bool, progress: _Progress) -> _Prepared:
+    prep = op.prepare(cache, progress.on_batch)
+    if prep is not None:
+        return _Prepared(*prep, stopped=False)
+    n = len(op.images)
+    zeros = [torch.zeros(n, device=op.device, dtype=op.dtype) for _ in range(2)]
+    return _Prepared(zeros[0], zeros[1], op.logits(), stopped=True)
+
+
+# --------------------------------------------------------------------------- the multiplier update
+
+
+class _Objective:
+    """The solve objective over mu_i = lambda_i |g_i| (a diagonal preconditioner), mu >= 0.
+
+    ``l2`` (also for ``cos``: same minimiser) or ``l1`` of theta + A S mu, S = diag(1/|g_i|);
+    a sample whose gradient is exactly zero (``live`` False) keeps mu = 0.
+    """
+
+    def __init__(self, op: _Gradients, norms: torch.Tensor, distance: str) -> None:
+        self.op, self.distance = op, distance
+        self.kind = "l1" if distance == "l1" else "l2"
+        self.live = norms > 0
+        self.s = torch.where(self.live, 1.0 / norms.clamp_min(torch.finfo(op.dtype).tiny), torch.zeros_like(norms))
+
+    def __call__(self, mu: torch.Tensor) -> tuple[torch.Tensor, float, float, float]:
+        """(grad of the solve objective w.r.t. mu, solve objective, requested D, cosine)."""
+        op, theta = self.op, self.op.theta
+        G = op.apply(self.s * mu)
+        Gr = G.detach().requires_grad_(True)
+        d_solve = stationarity_distance(theta, _unflat(Gr, op.shapes), self.kind)
+        v, = torch.autograd.grad(d_solve, Gr)
+        with torch.no_grad():
+            Gl = _unflat(G, op.shapes)
+            cos = float(flat_cosine(theta, [-g for g in Gl]))
+            d_user = (float(d_solve.detach()) if self.distance == self.kind
+                      else float(stationarity_distance(theta, Gl, self.distance)))
+        return self.s * op.adjoint(v), float(d_solve.detach()), d_user, cos
+
+    def uniform(self) -> tuple[float, float]:
+        """(cos with equal lambdas on every live sample, best uniform scale argmin_c |theta + c G1|^2)."""
+        op = self.op
+        G1 = op.apply(self.live.to(op.dtype))
+        with torch.no_grad():
+            cos = float(flat_cosine(op.theta, [-g for g in _unflat(G1, op.shapes)]))
+            c = max(float(-(_flat(op.theta) @ G1) / (G1 @ G1).clamp_min(1e-30)), 0.0)
+        return cos, c
+
+
+@dataclass(frozen=True)
+class _Solution:
+    lam: torch.Tensor
+    distance: float = float("nan")
+    cosine: float = float("nan")
+    steps_run: int = 0
+    converged: bool = False
+
+
+def _lipschitz(obj: _Objective, g0: torch.Tensor, gen: torch.Generator) -> float:
+    """Lipschitz constant of grad_mu (x 1.1): power iteration on H u = grad(u) - grad(0) (exact: quadratic)."""
+    op = obj.op
+    u = torch.randn(len(obj.live), generator=gen, dtype=op.dtype).to(op.device) * obj.live
+    lip = 0.0
+    for _ in range(20):
+        un = u.norm()
+        if un == 0:
+            break
+        u = u / un
+        hu = obj(u)[0] - g0
+        prev, lip = lip, float(u @ hu)
+        u = hu
+        if abs(lip - prev) <= 1e-3 * abs(lip):  # the top eigenvalue is well separated
+            break
+    return max(lip, 1e-30) * 1.1
+
+
+def _solve_l2(obj: _Objective, cfg: SelectConfig, progress: _Progress) -> _Solution:
+    """Accelerated projected gradient (FISTA, adaptive restart) from mu = 0; stops when the best
+    objective improved by less than ``tol`` (relative) over 20 steps."""
+    op, live = obj.op, obj.live
+    mu = torch.zeros(len(live), device=op.device, dtype=op.dtype)
+    g, f, d_user, cos = obj(mu)
+    lip = _lipschitz(obj, g, torch.Generator(device="cpu").manual_seed(cfg.seed))
+    f0 = f
+    y, t_mom = mu.clone(), 1.0
+    best_f, best_mu, d_best, cos_best = f, mu.clone(), d_user, cos
+    trail: list[float] = []
+    steps_run, converged = 0, False
+    for step in range(cfg.steps):
+        new = (y - (cfg.lr / lip) * g).clamp_min(0) * live
+        t_next = (1 + math.sqrt(1 + 4 * t_mom * t_mom)) / 2
+        if float(g @ (new - mu)) > 0:  # adaptive restart (O'Donoghue & Candes)
+            y, t_next = new.clone(), 1.0
+        else:
+            y = (new + ((t_mom - 1) / t_next) * (new - mu)).clamp_min(0)
+        mu, t_mom = new, t_next
+        g, f, d_user, cos = obj(y)
+        if not math.isfinite(f) or f > 2 * f0:  # step too long: halve it, restart from the best
+            lip *= 2
+            y, mu, t_mom = best_mu.clone(), best_mu.clone(), 1.0
+            g, f, d_user, cos = obj(y)
+        if f < best_f:
+            best_f, best_mu, d_best, cos_best = f, y.clone(), d_user, cos
+        steps_run = step + 1
+        trail.append(best_f)
+        stop = progress.on_step(step, d_user, cos, int((y > 0).sum()))
+        if len(trail) > 20 and trail[-21] - best_f <= cfg.tol * abs(best_f):
+            converged = True
+        if stop or converged:
+            break
+    return _Solution(obj.s * best_mu, d_best, cos_best, steps_run, converged)
+
+
+def _solve_l1(obj: _Objective, cfg: SelectConfig, progress: _Progress, start: float, norms: torch.Tensor) -> _Solution:
+    """l1 is not smooth: projected Adam on mu from the best equal multipliers ``start``, cosine-decayed."""
+    live, steps = obj.live, cfg.steps
+    mu = start * norms * live
+    step_size = 0.05 * cfg.lr * (float(mu[live].mean()) if live.any() else 1.0)
+    m1, m2 = torch.zeros_like(mu), torch.zeros_like(mu)
+    g, f, d_user, cos = obj(mu)
+    best_f, best_mu, d_best, cos_best = f, mu.clone(), d_user, cos
+    steps_run = 0
+    for step in range(steps):
+        m1 = 0.9 * m1 + 0.1 * g
+        m2 = 0.999 * m2 + 0.001 * g * g
+        m_hat, v_hat = m1 / (1 - 0.9 ** (step + 1)), m2 / (1 - 0.999 ** (step + 1))
+        lr_t = step_size * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
+        mu = (mu - lr_t * m_hat / (v_hat.sqrt() + 1e-12)).clamp_min(0) * live
+        g, f, d_user, cos = obj(mu)
+        if f < best_f:
+            best_f, best_mu, d_best, cos_best = f, mu.clone(), d_user, cos
+        steps_run = step + 1
+        if progress.on_step(step, d_user, cos, int((mu > 0).sum())):
+            break
+    return _Solution(obj.s * best_mu, d_best, cos_best, steps_run, False)
+
+
+# --------------------------------------------------------------------------- result
+
+
+def _result(model: nn.Module, labels: torch.Tensor, op: _Gradients, prep: _Prepared, sol: _Solution,
+            uniform_cos: float, progress: _Progress, cfg: SelectConfig) -> SelectionResult:
+    """Everything on the CPU as float32 / int64."""
+    with torch.no_grad():
+        lam = sol.lam.detach().float().cpu()
+        logits = prep.logits.detach().float().cpu()
+        k = logits.shape[1]
+        labels = labels.cpu()
+        spec = getattr(model, "spec", None)
+        names = (tuple(spec.class_names) if spec is not None and len(spec.class_names) == k
+                 else tuple(str(i) for i in range(k)))
+        options = dict(params=cfg.params if isinstance(cfg.params, str) else list(cfg.params), loss=cfg.loss,
+                       distance=cfg.distance, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, tol=cfg.tol,
+                       num_params=op.num_params, seed=cfg.seed, data_passes=op.passes)
+        return SelectionResult(
+            lambdas=lam,
+            alphas=lam * prep.dz.detach().float().cpu(),
+            grad_norms=prep.norms.detach().float().cpu(),
+            entropy=_entropy(logits),
+            pred=logits.argmax(1),
+            labels=labels,
+            class_lambda_sum=class_sums(lam, labels, k),
+            class_names=names,
+            distance=sol.distance,
+            cosine=sol.cosine,
+            uniform_cosine=uniform_cos,
+            history=progress.hist,
+            seconds=progress.elapsed(),
+            steps_run=sol.steps_run,
+            converged=sol.converged,
+            cached=op.rows is not None,
+            options=options,
+        )
 
 
 # --------------------------------------------------------------------------- fit
@@ -260,214 +585,34 @@ def fit_lambdas(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
+    config: SelectConfig | None = None,
     *,
-    params: str | Sequence[str] = "auto",
-    loss: str = "ce",
-    distance: str = "cos",
-    steps: int = 3000,
-    lr: float = 1.0,
-    batch_size: int = 500,
-    tol: float = 1e-6,
-    cache: bool | None = None,
-    max_cache_bytes: int = 2 * 1024 ** 3,
-    history_every: int = 10,
-    seed: int = 0,
     device: str | torch.device | None = None,
     callback: Callable[[SelectStep], bool | None] | None = None,
+    **overrides: Any,
 ) -> SelectionResult:
     """Fit lambda_i >= 0 for fixed real samples: min D(theta, -sum_i lambda_i grad_theta L_i) (Eq. 8).
 
-    ``params``: the parameter subset stationarity is applied to (see :func:`dsvlib.kkt.select_params`;
-    ``"auto"`` leaves out scale-invariant tensors, on which stationarity cannot hold).
-    ``loss``: ``"ce"`` or ``"hinge"`` (binary, 2 logits).  ``distance``: ``"cos"`` / ``"l2"``
-    (same minimiser, solved exactly as non-negative least squares) or ``"l1"`` (heuristic).
-    ``steps``: at most this many optimiser steps; stops earlier when the objective improves by less
-    than ``tol`` (relative) over 20 steps.  ``lr``: step as a fraction of the safe step 1/L for
-    cos/l2 (keep 1.0); Adam's step relative to the mean multiplier for l1.
-    ``cache``: hold the per-sample gradients in memory (default: when N*P floats fit in
-    ``max_cache_bytes``).  ``callback(SelectStep)``: progress; return True to stop.
-    The model is left exactly as found (parameters, requires_grad, train/eval mode).
+    ``config``: the options (:class:`SelectConfig`; default ``SelectConfig()``); keyword
+    ``overrides`` are SelectConfig fields applied on top of it (``fit_lambdas(m, x, y, steps=100)``).
+    ``images``: (N, C, H, W) pixels in [0, 1]; ``labels``: (N,) class indices.
+    ``callback(SelectStep)``: progress; return True to stop.
+    The model is left exactly as found: parameters, ``.grad``, ``requires_grad``, train/eval mode,
+    BatchNorm statistics, hooks (it is evaluated functionally, in eval mode).
     """
+    cfg = _resolve_config(config, overrides)
     images, labels = _check_inputs(images, labels)
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a finite number > 0, got {lr}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not (tol >= 0):
-        raise ValueError(f"tol must be >= 0, got {tol}")
-    model_device = next(model.parameters()).device
-    device = torch.device(device) if device is not None else model_device
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available")
-    work = model if device == model_device else copy.deepcopy(model).to(device)
-    named = select_params(work, params, input_shape=tuple(images.shape[1:]))
-    dtype = named[0][1].dtype
-    n = len(images)
-    num_params = sum(p.numel() for _, p in named)
-    if cache is None:
-        cache = n * num_params * torch.finfo(dtype).bits // 8 <= max_cache_bytes
-    options = dict(params=params if isinstance(params, str) else list(params), loss=loss, distance=distance,
-                   steps=steps, lr=lr, batch_size=batch_size, tol=tol, num_params=num_params, seed=seed)
-
-    t0 = time.perf_counter()
-    hist: dict[str, list] = {k: [] for k in ("step", "time", "distance", "cosine", "support")}
-    stopped = False
-
-    def on_batch(b: int, nb: int) -> bool:
-        if callback is None:
-            return False
-        return bool(callback(SelectStep("gradients", b, nb, float("nan"), float("nan"), 0, time.perf_counter() - t0)))
-
-    with frozen_model(work, [p for _, p in named]):
-        op = _Gradients(work, named, images, labels, loss, batch_size, device, dtype)
-        prep = op.prepare(bool(cache), on_batch)
-        if prep is None:
-            stopped = True
-            prep_norms = torch.zeros(n, device=device, dtype=dtype)
-            with torch.no_grad():
-                logits = torch.cat([work(images[i:i + batch_size].to(device, dtype)) for i in range(0, n, batch_size)])
-            dz = torch.zeros(n, device=device, dtype=dtype)
-        else:
-            prep_norms, dz, logits = prep
-        theta = op.theta
-        solve_kind = "l1" if distance == "l1" else "l2"
-        live = prep_norms > 0  # a zero gradient cannot contribute: lambda = 0
-        s = torch.where(live, 1.0 / prep_norms.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(prep_norms))
-
-        def evaluate(mu: torch.Tensor) -> tuple[torch.Tensor, float, float, float]:
-            """(grad of the solve objective w.r.t. mu, solve objective, requested D, cosine)."""
-            G = op.apply(s * mu)
-            Gr = G.detach().requires_grad_(True)
-            d_solve = stationarity_distance(theta, _unflat(Gr, op.shapes), solve_kind)
-            v, = torch.autograd.grad(d_solve, Gr)
-            with torch.no_grad():
-                Gl = _unflat(G, op.shapes)
-                cos = float(flat_cosine(theta, [-g for g in Gl]))
-                d_user = float(d_solve.detach()) if distance == solve_kind else float(stationarity_distance(theta, Gl, distance))
-            return s * op.adjoint(v), float(d_solve.detach()), d_user, cos
-
-        G1 = op.apply(live.to(dtype)) if not stopped else None  # equal lambdas on every live sample
-        with torch.no_grad():
-            uniform_cos = float(flat_cosine(theta, [-g for g in _unflat(G1, op.shapes)])) if G1 is not None else float("nan")
-            # best uniform scale: argmin_c |theta + c G1|^2 (also the l1 start)
-            c_unif = max(float(-(_flat(theta) @ G1) / (G1 @ G1).clamp_min(1e-30)), 0.0) if G1 is not None else 0.0
-
-        steps_run, converged = 0, False
-        lam_best = torch.zeros(n, device=device, dtype=dtype)
-        d_best, cos_best = float("nan"), float("nan")
-        if not stopped:
-            gen = torch.Generator(device="cpu").manual_seed(seed)
-            if solve_kind == "l2":
-                mu = torch.zeros(n, device=device, dtype=dtype)
-                g, f, d_user, cos = evaluate(mu)
-                g0 = g
-                # Lipschitz constant of grad_mu by power iteration on H u = grad(u) - grad(0) (exact: quadratic)
-                u = torch.randn(n, generator=gen, dtype=dtype).to(device) * live
-                lip = 0.0
-                for _ in range(20):
-                    un = u.norm()
-                    if un == 0:
-                        break
-                    u = u / un
-                    hu = evaluate(u)[0] - g0
-                    prev, lip = lip, float(u @ hu)
-                    u = hu
-                    if abs(lip - prev) <= 1e-3 * abs(lip):  # the top eigenvalue is well separated
-                        break
-                lip = max(lip, 1e-30) * 1.1
-                f0 = f
-                y, t_mom = mu.clone(), 1.0
-                best_f, best_mu = f, mu.clone()
-                d_best, cos_best = d_user, cos
-                trail: list[float] = []
-                for step in range(steps):
-                    new = (y - (lr / lip) * g).clamp_min(0) * live
-                    t_next = (1 + math.sqrt(1 + 4 * t_mom * t_mom)) / 2
-                    if float(g @ (new - mu)) > 0:  # adaptive restart (O'Donoghue & Candes)
-                        y, t_next = new.clone(), 1.0
-                    else:
-                        y = (new + ((t_mom - 1) / t_next) * (new - mu)).clamp_min(0)
-                    mu, t_mom = new, t_next
-                    g, f, d_user, cos = evaluate(y)
-                    if not math.isfinite(f) or f > 2 * f0:  # step too long: halve it, restart from the best
-                        lip *= 2
-                        y, mu, t_mom = best_mu.clone(), best_mu.clone(), 1.0
-                        g, f, d_user, cos = evaluate(y)
-                    if f < best_f:
-                        best_f, best_mu, d_best, cos_best = f, y.clone(), d_user, cos
-                    steps_run = step + 1
-                    trail.append(best_f)
-                    stop = _record(hist, callback, step, steps, d_user, cos, int((y > 0).sum()), t0, history_every)
-                    if len(trail) > 20 and trail[-21] - best_f <= tol * abs(best_f):
-                        converged = True
-                    if stop or converged:
-                        break
-                lam_best = s * best_mu
-            else:
-                # l1 is not smooth: projected Adam on mu, from the best equal multipliers, cosine-decayed
-                mu = c_unif * prep_norms * live
-                step_size = 0.05 * lr * (float(mu[live].mean()) if live.any() else 1.0)
-                m1, m2 = torch.zeros_like(mu), torch.zeros_like(mu)
-                g, f, d_user, cos = evaluate(mu)
-                best_f, best_mu, d_best, cos_best = f, mu.clone(), d_user, cos
-                for step in range(steps):
-                    m1 = 0.9 * m1 + 0.1 * g
-                    m2 = 0.999 * m2 + 0.001 * g * g
-                    m_hat, v_hat = m1 / (1 - 0.9 ** (step + 1)), m2 / (1 - 0.999 ** (step + 1))
-                    lr_t = step_size * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
-                    mu = (mu - lr_t * m_hat / (v_hat.sqrt() + 1e-12)).clamp_min(0) * live
-                    g, f, d_user, cos = evaluate(mu)
-                    if f < best_f:
-                        best_f, best_mu, d_best, cos_best = f, mu.clone(), d_user, cos
-                    steps_run = step + 1
-                    if _record(hist, callback, step, steps, d_user, cos, int((mu > 0).sum()), t0, history_every):
-                        break
-                lam_best = s * best_mu
-
-    with torch.no_grad():
-        lam = lam_best.detach().float().cpu()
-        logits_c = logits.detach().float().cpu()
-        k = logits_c.shape[1]
-        labels_c = labels.cpu()
-        spec = getattr(model, "spec", None)
-        names = tuple(spec.class_names) if spec is not None and len(spec.class_names) == k else tuple(str(i) for i in range(k))
-        result = SelectionResult(
-            lambdas=lam,
-            alphas=lam * dz.detach().float().cpu(),
-            grad_norms=prep_norms.detach().float().cpu(),
-            entropy=_entropy(logits_c),
-            pred=logits_c.argmax(1),
-            labels=labels_c,
-            class_lambda_sum=class_sums(lam, labels_c, k),
-            class_names=names,
-            distance=d_best,
-            cosine=cos_best,
-            uniform_cosine=uniform_cos,
-            history=hist,
-            seconds=time.perf_counter() - t0,
-            steps_run=steps_run,
-            converged=converged,
-            cached=op.rows is not None,
-            options={**options, "data_passes": op.passes},
-        )
-    return result
-
-
-def _record(hist: dict[str, list], callback: Callable[[SelectStep], bool | None] | None, step: int, steps: int,
-            d: float, cos: float, support: int, t0: float, every: int) -> bool:
-    elapsed = time.perf_counter() - t0
-    if step % max(every, 1) == 0 or step == steps - 1:
-        for key, val in (("step", step), ("time", elapsed), ("distance", d), ("cosine", cos), ("support", support)):
-            hist[key].append(val)
-    if callback is None:
-        return False
-    return bool(callback(SelectStep("solve", step + 1, steps, d, cos, support, elapsed)))
+    op = _operator(model, images, labels, cfg, _resolve_device(model, device))
+    progress = _Progress(callback, cfg.steps, cfg.history_every)
+    prep = _gradient_phase(op, _use_cache(op, cfg), progress)
+    obj = _Objective(op, prep.norms, cfg.distance)
+    if prep.stopped:
+        uniform_cos, sol = float("nan"), _Solution(torch.zeros(len(images), device=op.device, dtype=op.dtype))
+    else:
+        uniform_cos, c_unif = obj.uniform()
+        sol = (_solve_l2(obj, cfg, progress) if obj.kind == "l2"
+               else _solve_l1(obj, cfg, progress, c_unif, prep.norms))
+    return _result(model, labels, op, prep, sol, uniform_cos, progress, cfg)
 
 
 # --------------------------------------------------------------------------- rankings

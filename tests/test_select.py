@@ -1,7 +1,9 @@
 """DSVs by selection (dsvlib.select): the linear-SVM anchor, the JVP operator, rankings, outputs."""
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -13,6 +15,7 @@ from conftest import make_model, make_spec
 from dsvlib.kkt import dataset_gradient_cosine
 from dsvlib.models import build_classifier
 from dsvlib.select import (
+    SelectConfig,
     SelectionResult,
     _Gradients,
     bottom_per_class,
@@ -24,7 +27,6 @@ from dsvlib.select import (
     write_rank_outputs,
 )
 from dsvlib.kkt import select_params
-from dsvlib.synthesize import frozen_model
 
 
 def _tiny_data(n: int = 40, seed: int = 0, k: int = 10):
@@ -141,17 +143,16 @@ def test_batched_operator_matches_per_sample_gradients(loss, device):
     x, y = _tiny_data(24, k=k)
     x, y = x.double(), y
     named = select_params(model, "all")
-    with frozen_model(model, [p for _, p in named]):
-        dense = _Gradients(model, named, x, y, loss, 10, torch.device(device), torch.float64)
-        norms, _, _ = dense.prepare(True, lambda b, nb: False)
-        lazy = _Gradients(model, named, x, y, loss, 7, torch.device(device), torch.float64)
-        g = torch.Generator().manual_seed(1)
-        lam = torch.rand(24, generator=g, dtype=torch.float64).to(device)
-        v = torch.randn(dense.rows.shape[1], generator=g, dtype=torch.float64).to(device)
-        assert torch.allclose(lazy.apply(lam), dense.apply(lam), rtol=1e-9, atol=1e-10)
-        assert torch.allclose(lazy.adjoint(v), dense.adjoint(v), rtol=1e-9, atol=1e-10)
-        assert torch.allclose(dense.rows.norm(dim=1), norms)
-        assert float(lazy.apply(lam) @ v) == pytest.approx(float(lam @ lazy.adjoint(v)), rel=1e-9)
+    dense = _Gradients(model, named, x, y, loss, 10, torch.device(device), torch.float64)
+    norms, _, _ = dense.prepare(True, lambda b, nb: False)
+    lazy = _Gradients(model, named, x, y, loss, 7, torch.device(device), torch.float64)
+    g = torch.Generator().manual_seed(1)
+    lam = torch.rand(24, generator=g, dtype=torch.float64).to(device)
+    v = torch.randn(dense.rows.shape[1], generator=g, dtype=torch.float64).to(device)
+    assert torch.allclose(lazy.apply(lam), dense.apply(lam), rtol=1e-9, atol=1e-10)
+    assert torch.allclose(lazy.adjoint(v), dense.adjoint(v), rtol=1e-9, atol=1e-10)
+    assert torch.allclose(dense.rows.norm(dim=1), norms)
+    assert float(lazy.apply(lam) @ v) == pytest.approx(float(lam @ lazy.adjoint(v)), rel=1e-9)
 
 
 def test_cached_and_batched_paths_agree():
@@ -206,6 +207,109 @@ def test_model_left_exactly_as_found(cache, params):
     assert all(p.grad is None for p in model.parameters())
 
 
+class _BNDropoutNet(nn.Module):
+    """conv -> BatchNorm -> ReLU -> Dropout -> pool -> linear on 1x8x8 images, 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(torch.relu(self.bn(self.conv(x))))
+        return self.fc(nn.functional.avg_pool2d(h, 4).flatten(1))
+
+
+def _bn_dropout_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = _BNDropoutNet()
+    with torch.no_grad():  # non-trivial running statistics, as after training
+        model.bn.running_mean.uniform_(-0.2, 0.2)
+        model.bn.running_var.uniform_(0.5, 2.0)
+        model.bn.num_batches_tracked.fill_(7)
+    return model
+
+
+@pytest.mark.parametrize("training, cache", [(True, True), (True, False), (False, False)])
+def test_model_with_batchnorm_dropout_grads_and_hooks_left_as_found(training, cache):
+    """Nothing on the caller's module is toggled or written: .grad objects and values, BatchNorm
+    running statistics, train/eval mode of every module, requires_grad flags, registered hooks.
+    Every forward is in eval mode: a train-mode model gives the same lambdas as its eval twin."""
+    model = _bn_dropout_model()
+    model.train(training)
+    model.bn.weight.requires_grad_(False)  # a caller's frozen tensor stays frozen
+    g = torch.Generator().manual_seed(0)
+    grads = {n: torch.randn(p.shape, generator=g) for n, p in model.named_parameters()}
+    for n, p in model.named_parameters():
+        p.grad = grads[n]
+    grad_values = {n: t.clone() for n, t in grads.items()}
+    calls = []
+    model.conv.register_forward_hook(lambda m, i, o: calls.append("conv"))
+    model.register_forward_pre_hook(lambda m, i: calls.append("pre"))
+
+    def hooks(m: nn.Module) -> tuple[int, int, int]:
+        return len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = {n: m.training for n, m in model.named_modules()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    hook_counts = {n: hooks(m) for n, m in model.named_modules()}
+    x = torch.rand(12, 1, 8, 8, generator=g)
+    y = torch.arange(12) % 3
+
+    res = fit_lambdas(model, x, y, params="all", steps=10, cache=cache, batch_size=5)
+
+    for n, p in model.named_parameters():
+        assert p.grad is grads[n] and torch.equal(p.grad, grad_values[n]), n
+    after = model.state_dict()
+    assert after.keys() == state.keys()
+    for k in state:  # incl. bn.running_mean / running_var / num_batches_tracked
+        assert torch.equal(after[k], state[k]), k
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert all(mode is training for mode in modes.values())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert {n: hooks(m) for n, m in model.named_modules()} == hook_counts
+    assert res.cached is cache and res.steps_run == 10 and res.lambdas.sum() > 0
+
+    twin = copy.deepcopy(model).eval()
+    ref = fit_lambdas(twin, x, y, params="all", steps=10, cache=cache, batch_size=5)
+    assert torch.equal(res.lambdas, ref.lambdas) and torch.equal(res.entropy, ref.entropy)
+
+
+def test_select_config_validates_and_overrides():
+    cfg = SelectConfig()
+    assert (cfg.params, cfg.loss, cfg.distance, cfg.steps, cfg.lr, cfg.batch_size, cfg.tol, cfg.cache,
+            cfg.max_cache_bytes, cfg.history_every, cfg.seed) == ("auto", "ce", "cos", 3000, 1.0, 500, 1e-6, None,
+                                                                   2 * 1024 ** 3, 10, 0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.steps = 5
+    assert SelectConfig(params=["conv", "fc"]).params == ("conv", "fc")  # hashable
+    bad = [dict(params=3), dict(params=["conv", 1]), dict(loss="mse"), dict(distance="kl"), dict(steps=-1),
+           dict(steps=2.5), dict(lr=0.0), dict(lr=float("inf")), dict(lr="1"), dict(batch_size=0), dict(tol=-1e-3),
+           dict(cache="yes"), dict(max_cache_bytes=-1), dict(history_every=0), dict(seed=1.5)]
+    for kwargs in bad:
+        (name,) = kwargs
+        with pytest.raises(ValueError, match=name):
+            SelectConfig(**kwargs)
+
+    model, _ = make_model()
+    x, y = _tiny_data(10)
+    with pytest.raises(TypeError, match="stepz"):
+        fit_lambdas(model, x, y, stepz=5)
+    with pytest.raises(TypeError, match="config"):
+        fit_lambdas(model, x, y, {"steps": 5})
+    with pytest.raises(ValueError, match="steps"):  # overrides are validated too
+        fit_lambdas(model, x, y, SelectConfig(), steps=-1)
+    # a config, keyword overrides, or both: the same run
+    a = fit_lambdas(model, x, y, SelectConfig(steps=5, batch_size=4, distance="l2"))
+    b = fit_lambdas(model, x, y, steps=5, batch_size=4, distance="l2")
+    c = fit_lambdas(model, x, y, SelectConfig(steps=500, distance="l2"), steps=5, batch_size=4)
+    assert torch.equal(a.lambdas, b.lambdas) and torch.equal(a.lambdas, c.lambdas)
+    assert a.options == b.options == c.options and c.options["steps"] == 5
+
+
 def test_callback_reports_and_stops():
     model, _ = make_model()
     x, y = _tiny_data(20)
@@ -219,6 +323,16 @@ def test_callback_reports_and_stops():
     assert res.steps_run == 3
     assert [s for s in seen if s[0] == "gradients"] == [("gradients", 1), ("gradients", 2), ("gradients", 3)]
     assert seen[-1] == ("solve", 3)
+
+
+def test_stop_during_the_gradient_pass_returns_zero_lambdas():
+    model, _ = make_model()
+    model.train()
+    x, y = _tiny_data(20)
+    res = fit_lambdas(model, x, y, steps=50, batch_size=8, callback=lambda info: info.phase == "gradients")
+    assert res.steps_run == 0 and not res.converged and (res.lambdas == 0).all()
+    assert res.pred.shape == (20,) and torch.isfinite(res.entropy).all() and res.uniform_cosine != res.uniform_cosine
+    assert model.training
 
 
 @pytest.mark.parametrize("kwargs, match", [
