@@ -1,4 +1,4 @@
-"""Command line: ``dsv info | synthesize | distill | rank``.
+"""Command line: ``dsv info | synthesize | distill | rank | edit | interpolate``.
 
 Progress goes to the terminal through the library's callbacks (the core never prints).
 Every argument and output path is checked before any work starts.  An error is one line on
@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -204,7 +205,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_synthesize(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .synthesize import default_config, synthesize
+    from .synthesize import config_for, synthesize
 
     _check_device(args.device)
     out = _check_out(args.out)
@@ -223,7 +224,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
                        f"images; at most {MAX_IMAGES:,} per run")
     real = _dataset_for(args.real, spec) if args.real else None  # read before the run, not after it
     targets = torch.tensor(classes).repeat_interleave(args.per_class)
-    cfg = default_config(data_kind(spec))
+    cfg = config_for(model, spec)
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     bar = _Bar(cfg.steps, "synthesize")
@@ -371,6 +372,94 @@ def cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edit(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .data import read_image
+    from .edit import default_edit_config, edit
+    from .export import png_bytes, image_grid
+
+    _check_device(args.device)
+    out = _check_out(args.out)
+    src = Path(args.image)
+    if not src.is_file():
+        raise CliError(f"--image {args.image} is not a file; give a PNG or JPEG")
+    model, spec = _load(args.model, _spec_from_args(args))
+    if not 0 <= args.target < spec.num_classes:
+        raise CliError(f"--target must be a class index in 0..{spec.num_classes - 1}, got {args.target}")
+    data = src.read_bytes()
+    x = read_image(data, channels=spec.in_channels, size=tuple(spec.image_size), name=f"--image {args.image}")
+    with Image.open(src) as im:
+        size = im.size  # (W, H) of the input: final.png is written at it
+    cfg = default_edit_config(data_kind(spec))
+    if args.steps:
+        cfg = replace(cfg, steps=args.steps)
+    bar = _Bar(cfg.steps, f"edit ({args.method})")
+    res = edit(model, x, args.target, cfg, method=args.method, seed=args.seed, device=args.device,
+               callback=bar.progress)
+    bar.close()
+    names = list(spec.class_names)
+    with _staged(out) as tmp:
+        final = torch.nn.functional.interpolate(res.edited, size=(size[1], size[0]), mode="bilinear",
+                                                align_corners=False).clamp(0, 1)
+        (tmp / "final.png").write_bytes(png_bytes(image_grid(final, 1, pad=0)))
+        (tmp / "frames").mkdir()
+        for k, step in enumerate(res.frame_steps):
+            (tmp / "frames" / f"step_{step:05d}.png").write_bytes(png_bytes(image_grid(res.frames[k], 1, pad=0)))
+        probs = {"status": res.status[0], "message": res.messages[0], "method": res.method,
+                 "target": args.target, "target_name": names[args.target], "class_names": names,
+                 "steps": list(res.frame_steps), "probs": res.probs[:, 0].tolist(),
+                 "before": res.probs_before[0].tolist(), "after": res.probs_after[0].tolist(),
+                 "lr": res.lr_used[0], "seconds": round(res.seconds, 2), "model": args.model, "seed": args.seed}
+        (tmp / "probs.json").write_text(json.dumps(probs, indent=1))
+        shutil.rmtree(out / "frames", ignore_errors=True)  # a rerun's frames replace the last run's, not mix with them
+    before, after = res.probs_before[0], res.probs_after[0]
+    print(f"wrote {out}/final.png ({size[0]}x{size[1]}), frames/ ({len(res.frame_steps)}), probs.json "
+          f"({res.seconds:.1f} s)")
+    print(f"{res.status[0]}: p({names[args.target]}) {float(before[args.target]):.0%} -> {float(after[args.target]):.0%}; "
+          f"predicted {names[int(before.argmax())]} -> {names[int(after.argmax())]}"
+          + (f"  ({res.messages[0]})" if res.messages[0] else ""))
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from .export import save_grid
+    from .interpolate import interpolate
+
+    _check_device(args.device)
+    out = _check_out(args.out)
+    if any(not 0.0 <= d <= 1.0 for d in args.deltas):
+        raise CliError(f"--deltas must lie in [0, 1], got {list(args.deltas)}")
+    model, spec = _load(args.model, _spec_from_args(args))
+    for opt, c in (("--a", args.a), ("--b", args.b)):
+        if not 0 <= c < spec.num_classes:
+            raise CliError(f"{opt} must be a class index in 0..{spec.num_classes - 1}, got {c}")
+    if args.a == args.b:
+        raise CliError(f"--a and --b must be different classes, got {args.a} twice")
+    from .synthesize import default_config
+
+    cfg = default_config(data_kind(spec), lr_lambda=0.0)
+    if args.steps:
+        cfg = replace(cfg, steps=args.steps)
+    bar = _Bar(cfg.steps, "interpolate")
+    res = interpolate(model, args.a, args.b, args.deltas, cfg, seed=args.seed, device=args.device,
+                      callback=bar.progress)
+    bar.close()
+    names = list(spec.class_names)
+    with _staged(out) as tmp:
+        save_grid(res.images, tmp / "strip.png", ncol=len(res.deltas))
+        (tmp / "probs.json").write_text(json.dumps({
+            "a": args.a, "b": args.b, "class_names": names, "deltas": res.deltas.tolist(),
+            "probs": res.probs.tolist(), "p_a": res.prob_a.tolist(), "p_b": res.prob_b.tolist(),
+            "failed": res.failed.tolist(), "monotonic": res.monotonic(), "status": res.status,
+            "message": res.message, "seconds": round(res.seconds, 2), "model": args.model, "seed": args.seed},
+            indent=1))
+    print(f"wrote {out}/strip.png and probs.json ({res.seconds:.1f} s): {res.status}")
+    for d, pa, pb, f in zip(res.deltas.tolist(), res.prob_a.tolist(), res.prob_b.tolist(), res.failed.tolist()):
+        print(f"  delta {d:.2f}: p({names[args.a]}) {pa:.2f}  p({names[args.b]}) {pb:.2f}" + ("  FAILED" if f else ""))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is a :class:`CliError` (one line, exit code 2, in main())."""
 
@@ -435,6 +524,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_int_type(1), default=None, help="use a seeded random subset of N samples")
     _add_spec_options(p)
     p.set_defaults(fn=cmd_rank)
+    p = sub.add_parser("edit", help="edit an image toward a class with DeepKKT (or the cross-entropy baseline)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--image", required=True, help="PNG or JPEG; converted to the model's channels and size")
+    p.add_argument("--target", type=int, required=True, help="target class index")
+    p.add_argument("--out", required=True, help="output folder: final.png (at the input's size), frames/, probs.json")
+    p.add_argument("--method", choices=("deepkkt", "ce"), default="deepkkt",
+                   help="deepkkt (default) or ce: plain cross-entropy steps, the baseline")
+    p.add_argument("--steps", type=_int_type(1), default=None, help="default: the edit recipe's (150)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--seed", type=_int_type(0), default=0)
+    _add_spec_options(p)
+    p.set_defaults(fn=cmd_edit)
+    p = sub.add_parser("interpolate", help="DSVs mixing two classes, y = (1 - delta) e_a + delta e_b, as a strip")
+    p.add_argument("--model", required=True)
+    p.add_argument("--a", type=int, required=True, help="class at delta 0")
+    p.add_argument("--b", type=int, required=True, help="class at delta 1")
+    p.add_argument("--deltas", type=_floats_type, default=(0.0, 0.25, 0.5, 0.75, 1.0), help="comma separated, in [0, 1]")
+    p.add_argument("--out", required=True, help="output folder: strip.png, probs.json")
+    p.add_argument("--steps", type=_int_type(1), default=None, help="default: the synthesis recipe's (300)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--seed", type=_int_type(0), default=0)
+    _add_spec_options(p)
+    p.set_defaults(fn=cmd_interpolate)
     return ap
 
 

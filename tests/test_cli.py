@@ -130,3 +130,52 @@ def test_rank_without_data_on_a_model_no_bundled_set_fits(tmp_path: Path) -> Non
     save_model(build_classifier(spec), spec, path)
     proc = dsv("rank", "--model", str(path), "--out", str(tmp_path / "r"), check=False)
     assert proc.returncode != 0 and "pass --data" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_edit_writes_final_frames_and_probs(tmp_path: Path) -> None:
+    from dsvlib.data import load_dataset
+
+    digit = (load_dataset("mnist:test").images[3, 0].numpy() * 255).astype(np.uint8)
+    src = tmp_path / "digit.png"
+    Image.fromarray(digit).resize((56, 40)).save(src)  # not the model's size: final.png keeps 56x40
+    out = tmp_path / "edit"
+    for _ in range(2):  # a rerun into the same folder replaces the frames
+        proc = dsv("edit", "--model", "mnist_convnet", "--image", str(src), "--target", "8", "--steps", "12",
+                   "--out", str(out))
+    assert "edit (deepkkt) [" in proc.stderr and "p(8)" in proc.stdout
+    assert Image.open(out / "final.png").size == (56, 40)
+    frames = sorted((out / "frames").iterdir())
+    assert [f.name for f in frames] == ["step_00000.png", "step_00010.png", "step_00012.png"]
+    assert Image.open(frames[0]).size == (28, 28)
+    probs = json.loads((out / "probs.json").read_text())
+    assert probs["steps"] == [0, 10, 12] and len(probs["probs"]) == 3 and len(probs["probs"][0]) == 10
+    assert probs["status"] in ("reached", "not reached") and probs["target"] == 8
+    assert probs["after"][8] > probs["before"][8]
+    assert abs(sum(probs["after"]) - 1) < 1e-4
+
+
+def test_edit_rejects_a_bad_target_and_a_missing_image(tmp_path: Path) -> None:
+    src = tmp_path / "x.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(src)
+    proc = dsv("edit", "--model", "mnist_convnet", "--image", str(src), "--target", "12", "--out", str(tmp_path / "o"),
+               check=False)
+    assert proc.returncode == 2 and "--target must be a class index in 0..9" in proc.stderr
+    proc = dsv("edit", "--model", "mnist_convnet", "--image", str(tmp_path / "none.png"), "--target", "1",
+               "--out", str(tmp_path / "o"), check=False)
+    assert proc.returncode == 2 and "is not a file" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_interpolate_writes_strip_and_probs(tmp_path: Path) -> None:
+    out = tmp_path / "strip"
+    proc = dsv("interpolate", "--model", "mnist_convnet", "--a", "3", "--b", "8", "--deltas", "0,0.5,1",
+               "--steps", "5", "--out", str(out))
+    assert "delta 0.50" in proc.stdout
+    w, h = Image.open(out / "strip.png").size
+    assert w > 2 * h  # three frames side by side
+    probs = json.loads((out / "probs.json").read_text())
+    assert probs["deltas"] == [0.0, 0.5, 1.0] and len(probs["p_b"]) == 3 and len(probs["failed"]) == 3
+    assert isinstance(probs["monotonic"], bool)
+    proc = dsv("interpolate", "--model", "mnist_convnet", "--a", "3", "--b", "3", "--out", str(tmp_path / "o"),
+               check=False)
+    assert proc.returncode == 2 and "different classes" in proc.stderr
