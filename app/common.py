@@ -386,15 +386,15 @@ def _cost_key(label: str, device: str, candidates: int, config: Any) -> tuple:
 
 def step_cost(active: "ActiveModel", candidates: int, config: Any) -> Any:
     """The measured cost of a synthesis step for this model, device and run size: from the last
-    finished run with the same settings, else from a short probe (a few real steps on a private
-    copy of the model, cached for the process)."""
+    finished run with the same settings, else from a short probe (a few real steps, cached for the
+    process; synthesis leaves the shared model untouched)."""
     from dsvlib.synthesize import measure_step_cost
 
     key = _cost_key(active.label, active.device, candidates, config)
     with _COSTS_LOCK:
         cost = _COSTS.get(key)
     if cost is None:
-        cost = measure_step_cost(active.working_copy(), candidates, config, device=active.device)
+        cost = measure_step_cost(active.model, candidates, config, device=active.device)
         with _COSTS_LOCK:
             _COSTS[key] = cost
     return cost

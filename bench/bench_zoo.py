@@ -18,7 +18,6 @@ import ast
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,6 +31,7 @@ from dsvlib import load_model  # noqa: E402
 from dsvlib.data import load_dataset  # noqa: E402
 from dsvlib.evaluate import distill, diversity, judge_accuracy  # noqa: E402
 from dsvlib.export import save_grid  # noqa: E402
+from dsvlib.kkt import dataset_gradient_cosine  # noqa: E402
 from dsvlib.synthesize import synthesize, trust_strength  # noqa: E402
 
 try:  # the defaults the app picks for a model (this session's API); older code: per data kind
@@ -49,15 +49,19 @@ FAMILY = {  # student architecture (the shipped ConvNet's spec), judges, test sp
     "mnist": ("mnist_convnet", [ROOT / "assets/judges/mnist_lenet_judge.safetensors",
                                 ROOT / "assets/judges/mnist_mlp_judge.safetensors"]),
     "shortcut": ("shortcut_convnet", [ROOT / "assets/judges/shortcut_lenet_judge.safetensors",
-                                      zoo.path("zoo_colour_mlp_judge")]),
+                                      zoo.path("zoo_colour_convnet_judge")]),
 }
 
 
 def _literal(v: str):
+    """A Python literal, or a name in dsvlib.synthesize (e.g. ``jitter=PAPER_AUGMENT``)."""
+    import dsvlib.synthesize as synth_module  # noqa: F401  (the module, not the function dsvlib exports)
+
     try:
         return ast.literal_eval(v)
     except (ValueError, SyntaxError):
-        return v
+        module = sys.modules["dsvlib.synthesize"]
+        return getattr(module, v) if v.isidentifier() and hasattr(module, v) else v
 
 
 def baseline(fam: str, student_seeds) -> dict:
@@ -70,9 +74,15 @@ def baseline(fam: str, student_seeds) -> dict:
             "judges": {k: judge_accuracy(j, real.images, real.labels) for k, j in judges.items()}}
 
 
+def _train(fam: str) -> tuple[torch.Tensor, torch.Tensor]:
+    d = load_dataset(f"{fam}:train")
+    return d.images, d.labels
+
+
 def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid: Path | None) -> dict:
-    model, spec = load_model(zoo.path(name))
-    fam = zoo.family(name)
+    shipped = name not in zoo.TEACHERS  # a shipped default model, for reference
+    model, spec = load_model(name if shipped else zoo.path(name))
+    fam = "mnist" if spec.in_channels == 1 else "shortcut"
     cfg = config_for(model, spec, **overrides)
     targets = torch.arange(spec.num_classes).repeat_interleave(PER_CLASS)
     res = synthesize(model, targets, cfg, seed=synth_seed)
@@ -82,35 +92,37 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
     _, student_spec = load_model(FAMILY[fam][0])
     st = distill(x, y, student_spec, load_dataset(f"{fam}:test"), seeds=student_seeds) if len(x) else None
     judges = {Path(p).stem: load_model(p)[0] for p in FAMILY[fam][1]}
-    card = json.loads((zoo.ZOO_DIR / f"{name}.card.json").read_text())
+    card = json.loads(((ROOT / "assets/models" if shipped else zoo.ZOO_DIR) / f"{name}.card.json").read_text())
     with torch.no_grad():
         feasible = float((model(x).argmax(1) == y).float().mean()) if len(x) else float("nan")
     row = {
-        "teacher": name, "notes": zoo.TEACHERS[name].notes, "family": fam, "synth_seed": synth_seed,
-        "test_accuracy": card["test_accuracy"], "training_data_cosine": card["stationarity_cosine"],
+        "teacher": name, "notes": "shipped default model" if shipped else zoo.TEACHERS[name].notes, "family": fam, "synth_seed": synth_seed,
+        "test_accuracy": card["test_accuracy"], "training_data_cosine": dataset_gradient_cosine(model, *_train(fam), params="auto"),
         "kept": int(res.kept.sum()), "candidates": len(targets),
         "best_cosine": res.trust["best_cosine"], "trust": trust_strength(res.trust["best_cosine"]),
         "student_mean": st.mean if st else 0.0, "student_std": st.std if st else 0.0,
         "student_runs": list(st.runs) if st else [],
         "judges": {k: judge_accuracy(j, x, y) if len(x) else 0.0 for k, j in judges.items()},
         "diversity": diversity(x, y), "primal_feasible": feasible, "seconds": res.seconds,
+        "dropped_at_steps": sorted(res.trust["dropped"].values()),
+        "reseeded": sum(len(v) for v in res.trust["reseeded"].values()),
         "config": {k: (repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v)
                    for k, v in vars(cfg).items()},
         "grid": str(grid.relative_to(ROOT)) if grid else None,
     }
-    print(json.dumps({k: v for k, v in row.items() if k not in ("config", "student_runs")}), flush=True)
+    print(json.dumps({k: v for k, v in row.items() if k not in ("config", "student_runs", "dropped_at_steps")}), flush=True)
     return row
 
 
 def write_markdown(res: dict, path: Path) -> None:
     lines = [f"Command: `{res['command']}`  ", f"Machine: {res['machine']}", ""]
-    lines += ["| teacher | test acc | trust (best cos) | kept of 100 | student (real 10/class) | ratio | judges | "
-              "diversity (real) | time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["| teacher | test acc | training-data cos | trust (best cos) | kept of 100 | student (real 10/class) | ratio | judges | "
+              "diversity (real) | time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in res["rows"]:
         b = res["baselines"][r["family"]]
         judges = " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
         lines.append(
-            f"| {r['teacher']} ({r['notes']}) | {100 * r['test_accuracy']:.1f} % | {r['trust']} ({r['best_cosine']:.2f}) "
+            f"| {r['teacher']} ({r['notes']}) | {100 * r['test_accuracy']:.1f} % | {r['training_data_cosine']:.2f} | {r['trust']} ({r['best_cosine']:.2f}) "
             f"| {r['kept']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % "
             f"({100 * b['student_mean']:.1f} %) | {r['student_mean'] / b['student_mean']:.2f} | {judges} "
             f"| {r['diversity']:.2f} ({b['diversity']:.2f}) | {r['seconds']:.0f} s |")
@@ -129,10 +141,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: _literal(v) for k, v in (s.split("=", 1) for s in args.set)}
-    zoo.ensure([*args.teachers, *(j for j in zoo.JUDGES if zoo.family(j) in {zoo.family(t) for t in args.teachers})])
+    teachers = [t for t in args.teachers if t in zoo.TEACHERS]
+    fams = sorted({zoo.family(t) for t in teachers} | ({"mnist"} if len(teachers) < len(args.teachers) else set()))
+    zoo.ensure([*teachers, *(j for j in zoo.JUDGES if zoo.family(j) in fams)])
     seeds = tuple(range(args.student_seeds))
     t0 = time.perf_counter()
-    fams = sorted({zoo.family(t) for t in args.teachers})
     res = {"command": "python bench/bench_zoo.py " + " ".join(sys.argv[1:]), "machine": machine(),
            "overrides": args.set, "baselines": {f: baseline(f, seeds) for f in fams}, "rows": []}
     for name in args.teachers:

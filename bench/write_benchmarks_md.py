@@ -21,6 +21,17 @@ def main() -> None:
         parts += [notes.read_text().strip(), ""]
     if (RES / "synth.md").exists():
         parts += ["## Synthesis (`bench/bench_synth.py`)", "", (RES / "synth.md").read_text().strip(), ""]
+    if (RES / "zoo.md").exists():
+        parts += ["## The user's own model: a zoo of teachers (`bench/bench_zoo.py`)", "",
+                  "Teachers trained the way users train them (`bench/zoo.py`), 10 candidates per class from "
+                  "noise, zero real images, with the defaults the app and the CLI pick for each model "
+                  "(`dsvlib.synthesize.config_for`). Student: a fresh ConvNet trained on the kept DSVs only; "
+                  "in brackets the same protocol on 10 random real images per class. Judges: mnist LeNet / MLP, "
+                  "shapes LeNet / plain ConvNet, all trained on real data only.", "",
+                  (RES / "zoo.md").read_text().strip(), ""]
+        if (RES / "zoo_before.md").exists():
+            parts += ["The same teachers with the code before BatchNorm handling (commit faa95b6, "
+                      "one student seed):", "", (RES / "zoo_before.md").read_text().strip(), ""]
     if (RES / "select.md").exists():
         text = (RES / "select.md").read_text().strip().split("\n")
         if text and text[0].startswith("# "):
@@ -36,6 +47,12 @@ def main() -> None:
                          f"{r['cached']} | {r['uniform_cosine']:.3f} -> {r['cosine']:.3f} | {r['support']} | "
                          f"{r['machine']} | `{r['command']}` |")
         parts.append("")
+    edit = RES / "edit.md"
+    if edit.exists():
+        text = edit.read_text().strip().split("\n")
+        if text and text[0].startswith("# "):
+            text = text[1:]
+        parts += ["## Editing, interpolation and mixing (`bench/bench_edit.py`)", "", "\n".join(text).strip(), ""]
     toy = RES / "toy.md"
     if toy.exists():
         text = toy.read_text().strip().split("\n")

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 __all__ = [
     "frozen_model",
     "scale_invariant_params",
     "batchnorm_layers",
+    "functional_model",
     "select_params",
     "per_sample_loss",
     "weighted_grad",
@@ -48,6 +50,25 @@ def frozen_model(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[N
         model.train(was_training)
 
 
+def functional_model(model: nn.Module, named: list[tuple[str, nn.Parameter]]) -> tuple[Callable, list[torch.Tensor]]:
+    """The model as a function of fresh leaves for ``named`` (sharing storage with the parameters):
+    gradients reach the leaves, never the caller's ``.grad``, and no ``requires_grad`` flag of the
+    caller's parameters is toggled.  Eval mode: a model in train mode is evaluated on an eval copy."""
+    if model.training:
+        model = copy.deepcopy(model).eval()
+        named = [(n, dict(model.named_parameters())[n]) for n, _ in named]
+    leaves = {n: p.detach().requires_grad_(True) for n, p in named}
+    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in leaves}
+    fixed.update(dict(model.named_buffers()))
+    mods = model
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return functional_call(mods, {**fixed, **leaves}, (x,))
+
+    forward.module = model  # type: ignore[attr-defined]  (where BatchNorm hooks go)
+    return forward, list(leaves.values())
+
+
 def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
     """The model's BatchNorm layers (1-d, 2-d, 3-d; tracking running statistics)."""
     return [m for m in model.modules()
@@ -69,7 +90,6 @@ def _eval_copy(model: nn.Module, *, batch_statistics: bool = False) -> nn.Module
 
 def _invariant_on(model: nn.Module, input_shape: Sequence[int], probes: int, ratio: float, seed: int,
                   batch: int) -> set[str]:
-    from torch.func import functional_call
 
     named = {n: p.detach() for n, p in model.named_parameters()}
     dev = next(iter(named.values())).device
@@ -207,8 +227,10 @@ def flat_cosine(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> torch.T
     """cos between two parameter lists, each flattened into one vector."""
     a, b = list(a), list(b)
     dot = sum((x * y).sum() for x, y in zip(a, b))
-    na = torch.sqrt(sum((x * x).sum() for x in a))
-    nb = torch.sqrt(sum((y * y).sum() for y in b))
+    # + 1e-30 under the root: a zero vector (every candidate dropped, so the weighted gradient sum
+    # is exactly 0) has a finite derivative instead of NaN; any other norm is unchanged in float32
+    na = torch.sqrt(sum((x * x).sum() for x in a) + 1e-30)
+    nb = torch.sqrt(sum((y * y).sum() for y in b) + 1e-30)
     return dot / (na * nb + 1e-12)
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 from app import charts, common, live
 from app.jobs import Job
 from dsvlib.export import export_zip, run_meta, synthesis_rows
-from dsvlib.synthesize import PRESETS, SynthResult, default_config, soft_targets, synthesize, trust_strength
+from dsvlib.synthesize import PRESETS, SynthResult, config_for, default_config, soft_targets, synthesize, trust_strength
 from dsvlib.train import predict
 
 KIND = "synthesize"
@@ -69,7 +69,7 @@ def synthesize_page() -> None:
                                 help="cos: scale-free (default); l1: the paper's Eq. 8; l2: Alg. 1; "
                                      "none: class maximisation only, no stationarity.")
     n = len(chosen) * per_class
-    cfg = default_config(active.kind, steps=steps, params=params, stationarity=distance)
+    cfg = config_for(active.model, active.spec, steps=steps, params=params, stationarity=distance)
     _estimate_caption(active, n, cfg)
 
     def start() -> None:
@@ -103,7 +103,9 @@ def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
 
 def _submit_synthesis(active: common.ActiveModel, targets: list[int], cfg: Any, seed: int, names: list[str],
                       preset: str, per_class: int, n_classes: int) -> None:
-    model = active.working_copy()  # a private copy: the cached model is shared by every browser session
+    # the cached model itself: synthesis reads it functionally (no flag toggled, no .grad written), so
+    # concurrent runs from several browser sessions can share it
+    model = active.model
     label, device = active.label, active.device
     classes = sorted(set(targets))
 
@@ -304,7 +306,7 @@ def _mixing(active: common.ActiveModel, names: list[str]) -> None:
     def start() -> None:
         ia, ib = names.index(a), names.index(b)
         targets = soft_targets([ia] * count, [ib] * count, delta, len(names))
-        model, cfg, device = active.working_copy(), default_config(active.kind, steps=steps), active.device
+        model, cfg, device = active.model, config_for(active.model, active.spec, steps=steps), active.device
 
         def work(job: Job):
             res = synthesize(model, targets, cfg, seed=0, device=device, callback=live.StepReporter(job))
