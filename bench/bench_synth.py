@@ -193,7 +193,7 @@ def section_shortcut(out: dict) -> None:
     model, spec = load_model("shortcut_convnet")
     test = load_dataset("shortcut:test")
     judge = load_model(JUDGES / "shortcut_lenet_judge.safetensors")[0]
-    res = run_synth(model, default_config("natural", **RECIPE), spec.num_classes)
+    res = run_synth(model, default_config("natural", **RECIPE, tv=1.0, jitter=None), spec.num_classes)
     x, y = res.kept_images()
     save_grid(res.images, DOCS / "shortcut_dsvs.png", ncol=PER_CLASS)
     mark = mark_energy_ratio(x, y, SHORTCUT_CLASS, MARK_BOX)
@@ -244,7 +244,7 @@ def section_speed(out: dict) -> None:
     out["speed"] = {"candidates": len(targets), "steps": res.steps_run, "seconds_total": res.seconds,
                     "seconds_per_step": per_step, "train_step_seconds": train_step,
                     "step_cost_vs_train_step": per_step / train_step,
-                    "device": "cuda" if next(model.parameters()).is_cuda else "cpu"}
+                    "device": "cuda" if next(model.parameters()).is_cuda else "cpu", "machine": machine()}
     print(json.dumps(out["speed"]), flush=True)
 
 
@@ -319,7 +319,8 @@ def write_markdown(res: dict, path: Path) -> None:
               f"- {s['candidates']} candidates x {s['steps']} steps (default digits recipe) on {s['device']}: "
               f"**{s['seconds_total']:.1f} s** ({1000 * s['seconds_per_step']:.0f} ms/step)",
               f"- one synthesis step = **{s['step_cost_vs_train_step']:.2f}x** one plain training step of the same "
-              f"batch ({1000 * s['train_step_seconds']:.0f} ms), measured in the same run"]
+              f"batch ({1000 * s['train_step_seconds']:.0f} ms), measured in the same run"
+              + (f" (machine: {s['machine']}; no other bench ran beside it)" if "machine" in s else "")]
     path.write_text("\n".join(L) + "\n")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
 import sys
 import time
@@ -55,12 +56,10 @@ FAMILY = {  # student architecture (the shipped ConvNet's spec), judges, test sp
 
 def _literal(v: str):
     """A Python literal, or a name in dsvlib.synthesize (e.g. ``jitter=PAPER_AUGMENT``)."""
-    import dsvlib.synthesize as synth_module  # noqa: F401  (the module, not the function dsvlib exports)
-
     try:
         return ast.literal_eval(v)
     except (ValueError, SyntaxError):
-        module = sys.modules["dsvlib.synthesize"]
+        module = importlib.import_module("dsvlib.synthesize")  # the module, not the function dsvlib exports
         return getattr(module, v) if v.isidentifier() and hasattr(module, v) else v
 
 
@@ -108,7 +107,7 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
         "reseeded": sum(len(v) for v in res.trust["reseeded"].values()),
         "config": {k: (repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v)
                    for k, v in vars(cfg).items()},
-        "grid": str(grid.relative_to(ROOT)) if grid else None,
+        "grid": (str(grid.relative_to(ROOT)) if grid.is_relative_to(ROOT) else str(grid)) if grid else None,
     }
     print(json.dumps({k: v for k, v in row.items() if k not in ("config", "student_runs", "dropped_at_steps")}), flush=True)
     return row
@@ -116,14 +115,14 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
 
 def write_markdown(res: dict, path: Path) -> None:
     lines = [f"Command: `{res['command']}`  ", f"Machine: {res['machine']}", ""]
-    lines += ["| teacher | test acc | training-data cos | trust (best cos) | kept of 100 | student (real 10/class) | ratio | judges | "
+    lines += ["| teacher | test acc | training-data cos | trust (best cos) | kept | student (real 10/class) | ratio | judges | "
               "diversity (real) | time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in res["rows"]:
         b = res["baselines"][r["family"]]
         judges = " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
         lines.append(
             f"| {r['teacher']} ({r['notes']}) | {100 * r['test_accuracy']:.1f} % | {r['training_data_cosine']:.2f} | {r['trust']} ({r['best_cosine']:.2f}) "
-            f"| {r['kept']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % "
+            f"| {r['kept']} of {r['candidates']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % "
             f"({100 * b['student_mean']:.1f} %) | {r['student_mean'] / b['student_mean']:.2f} | {judges} "
             f"| {r['diversity']:.2f} ({b['diversity']:.2f}) | {r['seconds']:.0f} s |")
     path.write_text("\n".join(lines) + "\n")
@@ -137,6 +136,7 @@ def main() -> None:
     ap.add_argument("--synth-seed", type=int, default=0)
     ap.add_argument("--student-seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--grid-dir", default=None, help="also save grids of a tagged run here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,14 +148,16 @@ def main() -> None:
     t0 = time.perf_counter()
     res = {"command": "python bench/bench_zoo.py " + " ".join(sys.argv[1:]), "machine": machine(),
            "overrides": args.set, "baselines": {f: baseline(f, seeds) for f in fams}, "rows": []}
-    for name in args.teachers:
-        grid = DOCS / f"zoo_{name}.png" if not args.tag else None
-        res["rows"].append(run_teacher(name, overrides, args.synth_seed, seeds, grid))
-    res["seconds"] = time.perf_counter() - t0
     stem = "zoo" + (f"_{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
-    write_markdown(res, RESULTS / f"{stem}.md")
+    for name in args.teachers:
+        grid = (DOCS / f"zoo_{name}.png" if not args.tag else
+                Path(args.grid_dir) / f"zoo_{args.tag}_{name}.png" if args.grid_dir else None)
+        res["rows"].append(run_teacher(name, overrides, args.synth_seed, seeds, grid))
+        res["seconds"] = time.perf_counter() - t0
+        # after every teacher: an interrupted run keeps what it measured
+        (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
+        write_markdown(res, RESULTS / f"{stem}.md")
     print((RESULTS / f"{stem}.md").read_text())
 
 

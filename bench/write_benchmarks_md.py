@@ -29,6 +29,15 @@ def main() -> None:
                   "in brackets the same protocol on 10 random real images per class. Judges: mnist LeNet / MLP, "
                   "shapes LeNet / plain ConvNet, all trained on real data only.", "",
                   (RES / "zoo.md").read_text().strip(), ""]
+        if (RES / "zoo_colour.md").exists():
+            parts += ["The colour teacher's row above was measured with the earlier `natural` defaults (TV 1, "
+                      "no jitter view); the screens below moved them to TV 3 with the jitter view, and the "
+                      "colour teacher again with those (grid `docs/zoo_colour_zoo_colour_bn_convnet.png`):", "",
+                      (RES / "zoo_colour.md").read_text().strip(), ""]
+        parts += shipped_section()
+        screens = sorted((RES / "screens").glob("zoo_*.json"))
+        if screens:
+            parts += screens_section(screens)
         if (RES / "zoo_before.md").exists():
             parts += ["The same teachers with the code before BatchNorm handling (commit faa95b6, "
                       "one student seed):", "", (RES / "zoo_before.md").read_text().strip(), ""]
@@ -65,6 +74,53 @@ def main() -> None:
         parts += studio_section(json.loads(studio.read_text()))
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
     print("wrote BENCHMARKS.md")
+
+
+def shipped_section() -> list[str]:
+    """The shipped model under the current defaults over noise seeds 0-2 (zoo.json + zoo_shipped_seed*.json)."""
+    rows = [r for r in json.loads((RES / "zoo.json").read_text())["rows"] if r["teacher"] == "mnist_convnet"]
+    for p in sorted(RES.glob("zoo_shipped_seed*.json")):
+        rows += [r for r in json.loads(p.read_text())["rows"] if r["teacher"] == "mnist_convnet"]
+    if len(rows) < 2:
+        return []
+    runs = [a for r in rows for a in r["student_runs"]]
+    mean = sum(runs) / len(runs)
+    std = (sum((a - mean) ** 2 for a in runs) / (len(runs) - 1)) ** 0.5
+    judges = rows[0]["judges"].keys()
+    jm = {k: sum(r["judges"][k] for r in rows) / len(rows) for k in judges}
+    jmin = {k: min(r["judges"][k] for r in rows) for k in judges}
+    out = ["The shipped model (`mnist_convnet`) under the current defaults, noise seeds "
+           f"{', '.join(str(r['synth_seed']) for r in rows)} (3 students each):", "",
+           "| noise seed | kept | best cos | student | judges | diversity | time |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| {r['synth_seed']} | {r['kept']} of {r['candidates']} | {r['best_cosine']:.2f} | "
+                   f"{100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % | "
+                   + " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
+                   + f" | {r['diversity']:.2f} | {r['seconds']:.0f} s |")
+    out.append(f"| **pooled** | {sum(r['kept'] for r in rows) / len(rows):.1f} | - | **{100 * mean:.1f} +- {100 * std:.1f} %** "
+               f"({len(runs)} students) | " + " / ".join(f"{100 * jm[k]:.1f} % (lowest {100 * jmin[k]:.0f} %)" for k in judges)
+               + " | - | - |")
+    return out + ["", "The time column is wall time on the shared cores (other benches ran beside it); the "
+                  "speed figure on an idle machine is `bench/bench_synth.py --only speed`.", ""]
+
+
+def screens_section(paths: list[Path]) -> list[str]:
+    """Screening runs of bench_zoo.py (one synthesis seed, one student seed): the settings tried."""
+    out = ["Screening runs behind the defaults (`python bench/bench_zoo.py --teachers T --student-seeds 1 "
+           "--set KEY=VALUE ... --tag TAG`; one synthesis seed and one student seed each, so differences of a few "
+           "points are noise; earlier screens ran before the defaults moved, their base is named):", "",
+           "| run | settings on top of the defaults then | teacher | kept | best cos | student (1 seed) | judges | diversity |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for p in paths:
+        res = json.loads(p.read_text())
+        for r in res["rows"]:
+            judges = " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
+            base = (f"lr_lambda {r['config'].get('lr_lambda')}, reseed {r['config'].get('reseed')}, "
+                    f"bn_prior {r['config'].get('bn_prior', 'absent')}")
+            out.append(f"| {p.stem} | {' '.join(res['overrides']) or '-'} ({base}) | {r['teacher']} | {r['kept']} of "
+                       f"{r['candidates']} | {r['best_cosine']:.2f} | {100 * r['student_mean']:.1f} % | {judges} | "
+                       f"{r['diversity']:.2f} |")
+    return out + [""]
 
 
 STUDIO_ROWS = (  # (key in studio.json, what it measures, target)
