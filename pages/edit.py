@@ -93,6 +93,9 @@ def edit_page() -> None:
     pic, text = st.columns([1, 3])
     pic.image(common.to_display(image[0], 112), width=112, caption="original")
     text.markdown(f"The model predicts **{names[current]}** ({float(probs[current]):.0%}).")
+    if source_id == "drawing":  # draw and watch: what the model reads in the strokes, redrawn with every stroke
+        with text, common.shown_errors("Attribution"):
+            common.attribution_row(active.model, image, current, [f"why '{names[current]}'"], key="edit_draw_attribution")
 
     def start() -> None:
         target = names.index(target_name)
@@ -184,7 +187,8 @@ def _baseline_row(res, base, names: list[str], target: int) -> None:
 
 
 def _canvas():
-    """``st_canvas`` from the optional streamlit-drawable-canvas package (>= 0.13, Streamlit >= 1.53), or None."""
+    """``st_canvas`` from streamlit-drawable-canvas (>= 0.13, Streamlit >= 1.53; in requirements.txt), or None
+    where an older install lacks it: the page then offers the bundled image and uploads only."""
     try:
         from streamlit_drawable_canvas import st_canvas
     except ImportError:

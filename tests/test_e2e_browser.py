@@ -462,3 +462,34 @@ def test_server_logged_no_traceback(server: Server) -> None:
     out = server.output()
     assert "You can now view your Streamlit app" in out
     assert "Traceback" not in out, out[-3000:]
+
+
+def test_draw_and_watch_on_the_edit_page(server: Server, browser) -> None:
+    """Paper Fig. 3 (top): strokes drawn by hand are read by the model, then edited like any image."""
+    from playwright.sync_api import expect
+
+    with new_page(browser) as page:
+        page.goto(f"{server.url}/edit")
+        page.get_by_test_id("stRadio").get_by_text("Draw").click()
+        _settle(page)
+        expect(page.get_by_text("Draw in the box")).to_be_visible()
+        canvas = page.get_by_test_id("stMain").locator("canvas").last  # fabric.js: the top canvas takes the pointer
+        canvas.wait_for()
+        box = canvas.bounding_box()
+        assert box is not None and box["width"] > 100
+        # a "1": one vertical stroke down the middle of the box
+        x = box["x"] + box["width"] / 2
+        page.mouse.move(x, box["y"] + 0.2 * box["height"])
+        page.mouse.down()
+        for k in range(1, 21):
+            page.mouse.move(x, box["y"] + (0.2 + 0.03 * k) * box["height"])
+        page.mouse.up()
+        expect(page.get_by_text("The model predicts")).to_be_visible()
+        _settle(page)
+        expect(page.get_by_text("The model predicts 1 (")).to_be_visible()  # a vertical stroke reads as a 1
+        expect(page.get_by_test_id("stImageCaption").filter(has_text="why '1'")).to_have_count(1)  # its attribution
+        _set_number(page, "Steps", 20)
+        page.get_by_role("button", name="Run edit").click()
+        expect(page.get_by_role("heading", name="Edited toward")).to_be_visible()
+        _settle(page)
+        _shot(page, "edit_draw.png", height=1500)
