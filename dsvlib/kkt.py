@@ -265,13 +265,12 @@ def dataset_gradient_cosine(model: nn.Module, images: torch.Tensor, labels: torc
     (an L2-regularised training run at a stationary point); ~0 means stationarity cannot explain
     the weights from this data."""
     named = select_params(model, params, input_shape=tuple(images.shape[1:]))
-    ps = [p for _, p in named]
+    forward, ps = functional_model(model, named)  # eval mode, nothing on the caller's module toggled
     device = ps[0].device
     total = [torch.zeros_like(p) for p in ps]
-    with frozen_model(model, ps):
-        for i in range(0, len(images), batch_size):
-            xb = images[i:i + batch_size].to(device)
-            yb = labels[i:i + batch_size].to(device)
-            g, _, _ = weighted_grad(model, ps, xb, yb, torch.ones(len(xb), device=device), loss=loss)
-            total = [t + gi.detach() for t, gi in zip(total, g)]
+    for i in range(0, len(images), batch_size):
+        xb = images[i:i + batch_size].to(device)
+        yb = labels[i:i + batch_size].to(device)
+        g, _, _ = weighted_grad(forward, ps, xb, yb, torch.ones(len(xb), device=device), loss=loss)
+        total = [t + gi.detach() for t, gi in zip(total, g)]
     return float(flat_cosine(_detached(ps), [-t for t in total]))

@@ -167,7 +167,7 @@ def _measure_button(active: common.ActiveModel) -> None:
         full_train = common.bundled_dataset(f"{family}:train")
         train = common.random_subset(full_train, MEASURE_TRAIN_IMAGES, seed=0)
         test = common.bundled_dataset(f"{family}:test")
-        model = active.working_copy()
+        model = active.model  # read functionally: the shared model is left untouched
         card = {
             "test_accuracy": accuracy(model, test.images, test.labels),
             "train_accuracy": accuracy(model, train.images, train.labels),

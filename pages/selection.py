@@ -68,7 +68,8 @@ def selection_page() -> None:
 def _submit(active: common.ActiveModel, split: str, n: int, steps: int, seed: int, family: str, select: Any) -> None:
     subset = common.random_subset(common.bundled_dataset(split), n, seed)
     test = common.bundled_dataset(f"{family}:test")
-    model, device, label = active.working_copy(), active.device, active.label
+    # the shared model itself: fit_lambdas reads it functionally (nothing toggled, no .grad written)
+    model, device, label = active.model, active.device, active.label
 
     def work(job: Job):
         res = select.fit_lambdas(model, subset.images, subset.labels, steps=steps, seed=seed, device=device,
