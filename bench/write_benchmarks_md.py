@@ -22,7 +22,7 @@ def main() -> None:
     if (RES / "synth.md").exists():
         parts += ["## Synthesis (`bench/bench_synth.py`)", "", (RES / "synth.md").read_text().strip(), ""]
     if (RES / "zoo.md").exists():
-        parts += ["## The user's own model: a zoo of teachers (`bench/bench_zoo.py`)", "",
+        parts += ["## Zoo results (`bench/bench_zoo.py`)", "",
                   "Teachers trained the way users train them (`bench/zoo.py`), 10 candidates per class from "
                   "noise, zero real images, with the defaults the app and the CLI pick for each model "
                   "(`dsvlib.synthesize.config_for`). Student: a fresh ConvNet trained on the kept DSVs only; "
