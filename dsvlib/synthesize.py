@@ -35,6 +35,7 @@ __all__ = [
     "synthesize",
     "default_config",
     "config_for",
+    "defaults_explained",
     "PAPER_AUGMENT",
     "soft_targets",
     "trust_reading",
@@ -158,6 +159,28 @@ def config_for(model: nn.Module, spec: Any = None, **overrides: Any) -> SynthCon
     from .data import data_kind
 
     return default_config(data_kind(spec), **overrides)
+
+
+def defaults_explained(model: nn.Module, spec: Any = None) -> list[str]:
+    """What :func:`config_for` decided for this model, in plain words (for the app and the CLI)."""
+    spec = spec if spec is not None else getattr(model, "spec", None)
+    if spec is None:
+        raise ValueError("defaults_explained needs the model's spec (input channels)")
+    from .data import data_kind
+
+    kind = data_kind(spec)
+    notes = [("grey input: the digits recipe (strokes on a dark background, centred, brightest pixel held at 1)"
+              if kind == "digits" else
+              "colour input: the natural-image recipe (smooth colour regions, no sparsity prior)")
+             + ", with a jitter view so other readers see the class too"]
+    bns = batchnorm_layers(model)
+    if bns:
+        notes.append(f"{len(bns)} BatchNorm layer{'s' if len(bns) > 1 else ''}: the candidates' feature statistics "
+                     "are pulled to the layers' running statistics (DeepInversion's prior), and the convolutions "
+                     "in front of them are left out of stationarity (they were trained scale invariant)")
+    else:
+        notes.append("no BatchNorm layers: no feature-statistics prior")
+    return notes
 
 
 @dataclass(frozen=True)

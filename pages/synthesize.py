@@ -10,7 +10,7 @@ import streamlit as st
 from app import charts, common, live
 from app.jobs import Job
 from dsvlib.export import export_zip, run_meta, synthesis_rows
-from dsvlib.synthesize import PRESETS, SynthResult, config_for, default_config, soft_targets, synthesize, trust_strength
+from dsvlib.synthesize import PRESETS, SynthResult, config_for, default_config, defaults_explained, soft_targets, synthesize, trust_strength
 from dsvlib.train import predict
 
 KIND = "synthesize"
@@ -68,6 +68,7 @@ def synthesize_page() -> None:
         distance = a2.selectbox("Stationarity distance", ["cos", "l1", "l2", "none"], key="synth_distance",
                                 help="cos: scale-free (default); l1: the paper's Eq. 8; l2: Alg. 1; "
                                      "none: class maximisation only, no stationarity.")
+        st.caption("Defaults for this model: " + "; ".join(defaults_explained(active.model, active.spec)) + ".")
     n = len(chosen) * per_class
     cfg = config_for(active.model, active.spec, steps=steps, params=params, stationarity=distance)
     _estimate_caption(active, n, cfg)

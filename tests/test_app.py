@@ -165,6 +165,8 @@ def _custom(at: AppTest, classes: list[str], per_class: int, steps: int, model: 
 def test_synthesize_page_run_produces_results_and_a_download() -> None:
     at = _custom(page_app("synthesize").run(), ["3", "7"], 1, 5)
     assert any("2 candidates x 5 steps" in c and "Estimated time: about" in c for c in _texts(at.caption))
+    # what config_for chose for this model, in words (the shipped model has no BatchNorm)
+    assert any(c.startswith("Defaults for this model: grey input") and "no BatchNorm" in c for c in _texts(at.caption))
     at.button(key="synth_run").click().run()
     finish(at)
     _no_failure(at)

@@ -421,3 +421,14 @@ def test_bn_prior_pulls_candidate_statistics_toward_the_running_statistics() -> 
     off = mismatch(synthesize(model, t, replace(cfg, bn_prior=0.0), input_shape=(1, 8, 8)).images)
     on = mismatch(synthesize(model, t, replace(cfg, bn_prior=1.0), input_shape=(1, 8, 8)).images)
     assert on < 0.5 * off
+
+
+def test_defaults_explained_names_the_batchnorm_layers_it_found() -> None:
+    from dsvlib.synthesize import defaults_explained
+
+    spec = ModelSpec(arch="convnet", num_classes=3, in_channels=1, image_size=(8, 8), mean=(0.5,), std=(0.5,),
+                     arch_kwargs={"width": 8, "depth": 2, "norm": "batch"})
+    bn_notes = defaults_explained(build_classifier(spec), spec)
+    assert any("2 BatchNorm layers" in n for n in bn_notes) and "digits" in bn_notes[0]
+    plain = defaults_explained(tiny_model())
+    assert any("no BatchNorm" in n for n in plain)
