@@ -77,7 +77,9 @@ def edit_page() -> None:
     current = int(probs.argmax())
     c1, c2, c3, c4 = st.columns(4)
     default_target = (current + 1) % len(names)
-    target_name = c1.selectbox("Target class", names, index=default_target, key=f"edit_target:{active.label}")
+    # a drawing's reading changes with every stroke: its target starts over at "another class than now"
+    target_key = f"edit_target:{active.label}" + (f":{current}" if source_id == "drawing" else "")
+    target_name = c1.selectbox("Target class", names, index=default_target, key=target_key)
     recipe = default_edit_config(active.kind)
     steps = int(c2.number_input("Steps", 1, 5000, recipe.steps, step=10, key="edit_steps"))
     # Adam moves every pixel by about lr per step whatever its gradient: synthesis's 0.1 buries the
@@ -93,6 +95,9 @@ def edit_page() -> None:
     pic, text = st.columns([1, 3])
     pic.image(common.to_display(image[0], 112), width=112, caption="original")
     text.markdown(f"The model predicts **{names[current]}** ({float(probs[current]):.0%}).")
+    if target_name == names[current]:
+        text.info(f"The model already reads this image as '{names[current]}': pick another target class to see "
+                  "what it takes to change its mind.", icon=":material/info:")
     if source_id == "drawing":  # draw and watch: what the model reads in the strokes, redrawn with every stroke
         with text, common.shown_errors("Attribution"):
             common.attribution_row(active.model, image, current, [f"why '{names[current]}'"], key="edit_draw_attribution")

@@ -488,6 +488,9 @@ def test_draw_and_watch_on_the_edit_page(server: Server, browser) -> None:
         _settle(page)
         expect(page.get_by_text("The model predicts 1 (")).to_be_visible()  # a vertical stroke reads as a 1
         expect(page.get_by_test_id("stImageCaption").filter(has_text="why '1'")).to_have_count(1)  # its attribution
+        # the target starts at another class than the drawing's reading (a "1" toward "1" would be no edit)
+        target = page.get_by_test_id("stMain").get_by_role("combobox", name="Target class")
+        expect(target).not_to_have_value("1")
         _set_number(page, "Steps", 20)
         page.get_by_role("button", name="Run edit").click()
         expect(page.get_by_role("heading", name="Edited toward")).to_be_visible()
