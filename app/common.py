@@ -7,7 +7,6 @@ The functions without ``st.`` calls (:func:`model_from_upload`, :func:`image_fro
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import io
 import logging
@@ -79,12 +78,6 @@ class ActiveModel:
     @property
     def data_family(self) -> str | None:
         return data_family(self.spec, self.card)
-
-    def working_copy(self) -> Classifier:
-        """A private copy for one run.  The cached model is shared by every browser session, and a
-        run toggles ``requires_grad`` on its parameters; two concurrent runs on one object would
-        trip over each other."""
-        return copy.deepcopy(self.model)
 
 
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=8)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kkt import frozen_model, per_sample_loss
+from .kkt import eval_skeleton, functional_model, per_sample_loss
 from .synthesize import PAPER_AUGMENT, StepInfo, SynthConfig, default_config, synthesize
 
 __all__ = ["EditResult", "edit", "default_edit_config", "ssim", "evaluation_mode", "target_reached",
@@ -117,16 +117,11 @@ class EditResult:
 
 
 @contextmanager
-def evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration (no BatchNorm statistics updated, no dropout); the caller's
-    train/eval mode of every module restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, was in modes:
-            m.train(was)
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``with evaluation_mode(model) as m``: ``m`` is the model in eval mode (no BatchNorm statistics
+    updated, no dropout) as an eval skeleton over the same tensors (:func:`dsvlib.kkt.eval_skeleton`):
+    the caller's module is not toggled, so another thread may use it meanwhile."""
+    yield eval_skeleton(model)
 
 
 def target_reached(probs: torch.Tensor, targets: torch.Tensor, *, tolerance: float = 0.25) -> torch.Tensor:
@@ -236,21 +231,21 @@ def _ce_run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, steps: int, lr:
     y = y.to(device)
     opt = torch.optim.Adam([x], lr=lr)
     t0 = time.perf_counter()
-    with frozen_model(model, []):
-        for step in range(steps):
-            loss = per_sample_loss(model(x), y).sum()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the cross-entropy became {float(loss.detach())} at step {step}")
-            (g,) = torch.autograd.grad(loss, [x])
-            x.grad = g
-            opt.step()
-            with torch.no_grad():
-                x.clamp_(0, 1)
-            val = float(loss.detach())
-            info = StepInfo(step=step, steps=steps, losses={"total": val, "primal": val}, cosine=float("nan"), kept=1,
-                            images=lambda: x.detach().cpu().float().clone(), elapsed=time.perf_counter() - t0)
-            if on_step(info):
-                return step + 1
+    forward, _ = functional_model(model, [])  # parameters as constants: no flag of the caller's toggled
+    for step in range(steps):
+        loss = per_sample_loss(forward(x), y).sum()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the cross-entropy became {float(loss.detach())} at step {step}")
+        (g,) = torch.autograd.grad(loss, [x])
+        x.grad = g
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+        val = float(loss.detach())
+        info = StepInfo(step=step, steps=steps, losses={"total": val, "primal": val}, cosine=float("nan"), kept=1,
+                        images=lambda: x.detach().cpu().float().clone(), elapsed=time.perf_counter() - t0)
+        if on_step(info):
+            return step + 1
     return steps
 
 
@@ -329,7 +324,7 @@ def edit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | list[in
     n, steps = len(x), config.steps
     stop = [False]
     t0 = time.perf_counter()
-    with evaluation_mode(work):
+    with evaluation_mode(work) as work:
         y = _validated_targets(t, _num_classes(work, x.to(dev)))
         outs, traj, msgs, lrs, runs = [], [], [], [], []
         for i in range(n):

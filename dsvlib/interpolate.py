@@ -103,7 +103,7 @@ def interpolate(model: nn.Module, a: int, b: int, deltas: Sequence[float] = DEFA
     model = _on_device(model, device)
     dev = next(model.parameters()).device
     t0 = time.perf_counter()
-    with evaluation_mode(model):
+    with evaluation_mode(model) as model:
         k = int(spec.num_classes) if spec is not None else int(model(torch.zeros(1, *input_shape, device=dev)).shape[1])
         _check_classes(a, b, k)
         y = soft_targets(a, b, d, k)
@@ -164,7 +164,7 @@ def blend_shift(model: nn.Module, images: torch.Tensor, inserts: torch.Tensor, t
         raise ValueError(f"alphas must be numbers in [0, 1], got {list(alphas)}")
     model = _on_device(model, device)
     dev = next(model.parameters()).device
-    with evaluation_mode(model):
+    with evaluation_mode(model) as model:
         mixed = torch.cat([(1 - a) * x + a * ins for a in al.tolist()])
         probs = _probs(model, mixed, dev).view(len(al), len(x), -1)
     return BlendShift(alphas=al, probs=probs, target_prob=probs[:, :, target].mean(1),

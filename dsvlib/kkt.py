@@ -20,6 +20,7 @@ __all__ = [
     "scale_invariant_params",
     "batchnorm_layers",
     "functional_model",
+    "eval_skeleton",
     "select_params",
     "per_sample_loss",
     "weighted_grad",
@@ -50,22 +51,30 @@ def frozen_model(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[N
         model.train(was_training)
 
 
+def eval_skeleton(model: nn.Module) -> nn.Module:
+    """New module objects over the caller's own parameter and buffer tensors (no parameter memory),
+    every module in eval mode.  ``torch.func.functional_call`` swaps tensors into a module's
+    ``_parameters``/``_buffers`` dicts for the duration of a call, so two threads calling it on one
+    shared module would run on each other's tensors (and could leave them installed); on a
+    skeleton per run they never touch the caller's module, and nothing of it is toggled (a model
+    left in train mode, or with one submodule in train mode, is evaluated in eval mode all the same)."""
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, shared).eval()
+
+
 def functional_model(model: nn.Module, named: list[tuple[str, nn.Parameter]]) -> tuple[Callable, list[torch.Tensor]]:
     """The model as a function of fresh leaves for ``named`` (sharing storage with the parameters):
-    gradients reach the leaves, never the caller's ``.grad``, and no ``requires_grad`` flag of the
-    caller's parameters is toggled.  Eval mode: a model in train mode is evaluated on an eval copy."""
-    if model.training:
-        model = copy.deepcopy(model).eval()
-        named = [(n, dict(model.named_parameters())[n]) for n, _ in named]
+    gradients reach the leaves, never the caller's ``.grad``; no flag of the caller's module is
+    toggled and its dicts are never swapped (the forward runs on :func:`eval_skeleton`)."""
+    skeleton = eval_skeleton(model)
     leaves = {n: p.detach().requires_grad_(True) for n, p in named}
-    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in leaves}
-    fixed.update(dict(model.named_buffers()))
-    mods = model
+    fixed = {n: p.detach() for n, p in skeleton.named_parameters() if n not in leaves}
+    fixed.update(dict(skeleton.named_buffers()))
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return functional_call(mods, {**fixed, **leaves}, (x,))
+        return functional_call(skeleton, {**fixed, **leaves}, (x,))
 
-    forward.module = model  # type: ignore[attr-defined]  (where BatchNorm hooks go)
+    forward.module = skeleton  # type: ignore[attr-defined]  (where BatchNorm hooks go: never the caller's module)
     return forward, list(leaves.values())
 
 
@@ -76,12 +85,9 @@ def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def _eval_copy(model: nn.Module, *, batch_statistics: bool = False) -> nn.Module:
-    """The model itself when it is in eval mode and no BatchNorm must switch to batch statistics;
-    otherwise a deep copy in eval mode (BatchNorm layers in train mode if ``batch_statistics``):
-    the caller's module is never toggled."""
-    if not model.training and not batch_statistics:
-        return model
-    probe = copy.deepcopy(model).eval()
+    """An eval skeleton of the model (:func:`eval_skeleton`), with its BatchNorm layers in train mode
+    if ``batch_statistics``: the caller's module is never toggled nor swapped into."""
+    probe = eval_skeleton(model)
     if batch_statistics:
         for m in batchnorm_layers(probe):
             m.train()

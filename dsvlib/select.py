@@ -254,7 +254,7 @@ class _Gradients:
     def __init__(self, model: nn.Module, named: list[tuple[str, nn.Parameter]], images: torch.Tensor,
                  labels: torch.Tensor, loss: str, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
         self.forward, self.leaves = functional_model(model, named)
-        self.module = self.forward.module  # eval mode: the model itself, or an eval copy
+        self.module = self.forward.module  # an eval skeleton over the caller's tensors (kkt.eval_skeleton)
         self.loss, self.bs = loss, batch_size
         self.names = [n for n, _ in named]
         self.shapes = [p.shape for p in self.leaves]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augment
-from .kkt import batchnorm_layers, flat_cosine, frozen_model, functional_model, per_sample_loss, select_params, stationarity_distance, weighted_grad
+from .kkt import batchnorm_layers, eval_skeleton, flat_cosine, frozen_model, functional_model, per_sample_loss, select_params, stationarity_distance, weighted_grad
 from .losses import feature_stats_loss, binary_prior, centre_prior, diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
 
 __all__ = [
@@ -319,10 +319,9 @@ def _num_classes(model: nn.Module, spec_shape: tuple[int, ...], device: torch.de
     spec = getattr(model, "spec", None)
     if spec is not None:
         return int(spec.num_classes)
-    # eval mode, on a copy if needed: a train-mode BatchNorm would update its running statistics
-    probe = copy.deepcopy(model).eval() if model.training else model
+    # eval mode, on a skeleton: a train-mode BatchNorm would update its running statistics
     with torch.no_grad():
-        return int(probe(torch.zeros(1, *spec_shape, device=device)).shape[1])
+        return int(eval_skeleton(model)(torch.zeros(1, *spec_shape, device=device)).shape[1])
 
 
 @dataclass
@@ -591,6 +590,10 @@ def synthesize(
             if not torch.isfinite(total):
                 raise FloatingPointError(f"the DeepKKT loss became {float(total)} at step {step}; lower lr or check the model")
             gx, gl = torch.autograd.grad(total, [st.x_param, st.lam], allow_unused=True)
+            if not (torch.isfinite(gx).all() and (gl is None or torch.isfinite(gl).all())):
+                # a finite loss can still have a non-finite gradient: never step into NaN pixels
+                raise FloatingPointError(f"the DeepKKT gradient became non-finite at step {step}; lower lr or check "
+                                         "the model")
             st.x_param.grad, st.lam.grad = gx, (gl if gl is not None else torch.zeros_like(st.lam))
             st.opt.step()
             if st.sched is not None:

@@ -112,7 +112,8 @@ def edit_page() -> None:
         _show(job, active.model)
 
 def _submit(active: common.ActiveModel, image: torch.Tensor, target: int, cfg, source_id: str, baseline: bool) -> None:
-    model, device, label, names = active.working_copy(), active.device, active.label, list(active.class_names)
+    # the shared model itself: edit() evaluates it on an eval skeleton (nothing toggled, no .grad written)
+    model, device, label, names = active.model, active.device, active.label, list(active.class_names)
 
     def work(job: Job):
         res = edit(model, image, target, cfg, seed=0, device=device, callback=live.StepReporter(job))
@@ -211,5 +212,10 @@ def _drawing(active: common.ActiveModel) -> torch.Tensor | None:
     if res is None or not (res.json_data or {}).get("objects"):
         st.info("Draw in the box (a digit for an MNIST model); the model reads it as you draw.")
         return None
-    prepared = common.prepare_upload(res.image_bytes, "drawing.png", active.spec, invert=False)
-    return prepared.image
+    data = res.image_bytes  # None when the component sent strokes but no picture yet
+    if not data:
+        st.info("Draw in the box (a digit for an MNIST model); the model reads it as you draw.")
+        return None
+    with common.shown_errors("Reading the drawing"):
+        return common.prepare_upload(data, "drawing.png", active.spec, invert=False).image
+    return None

@@ -432,3 +432,56 @@ def test_defaults_explained_names_the_batchnorm_layers_it_found() -> None:
     assert any("2 BatchNorm layers" in n for n in bn_notes) and "digits" in bn_notes[0]
     plain = defaults_explained(tiny_model())
     assert any("no BatchNorm" in n for n in plain)
+
+
+def test_concurrent_runs_on_one_shared_model_match_solo_runs_and_leave_it_as_found() -> None:
+    """The app hands one cached model to runs from several browser sessions at once."""
+    import threading
+
+    model = BnDropoutNet().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    cfg = replace(BN_FAST, steps=25)
+    t = torch.tensor([0, 1, 2])
+    solo = {s: synthesize(model, t, cfg, seed=s, input_shape=(1, 8, 8)).images for s in (1, 2)}
+    together: dict[int, torch.Tensor] = {}
+
+    def run(s: int) -> None:
+        together[s] = synthesize(model, t, cfg, seed=s, input_shape=(1, 8, 8)).images
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (1, 2, 1, 2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(torch.equal(together[s], solo[s]) for s in (1, 2))
+    assert [id(p) for p in model.parameters()] == [id(p) for p in params]
+    assert all(isinstance(p, nn.Parameter) for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_submodule_left_in_train_mode_is_evaluated_in_eval_mode_and_not_updated() -> None:
+    model = BnDropoutNet().eval()
+    model.features[1].train()  # one BatchNorm left in train mode by the caller
+    stats = model.features[1].running_mean.clone()
+    tracked = int(model.features[1].num_batches_tracked)
+    synthesize(model, torch.tensor([0, 1]), BN_FAST, input_shape=(1, 8, 8))
+    assert torch.equal(model.features[1].running_mean, stats)
+    assert int(model.features[1].num_batches_tracked) == tracked
+    assert model.features[1].training and not model.training
+
+
+def test_a_non_finite_gradient_under_a_finite_loss_stops_with_a_message() -> None:
+    class SqrtNet(nn.Module):  # sqrt is finite at 0, its derivative is not
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.sqrt(x).flatten(1))
+
+    model = SqrtNet()
+    with pytest.raises(FloatingPointError, match="gradient became non-finite at step 0"):
+        synthesize(model, torch.tensor([0, 1]), replace(BN_FAST, stationarity="none", tv=0.0, bn_prior=0.0),
+                   init=torch.zeros(2, 1, 4, 4), input_shape=(1, 4, 4))
