@@ -22,7 +22,6 @@ still fails the image comes back unchanged with status ``"failed"`` and a messag
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from contextlib import contextmanager
@@ -33,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kkt import eval_skeleton, functional_model, per_sample_loss
+from .kkt import eval_skeleton, functional_model, num_classes, on_device, per_sample_loss
 from .synthesize import PAPER_AUGMENT, StepInfo, SynthConfig, default_config, synthesize
 
 __all__ = ["EditResult", "edit", "default_edit_config", "ssim", "evaluation_mode", "target_reached",
@@ -190,14 +189,6 @@ def _check_request(model: nn.Module, images: Any, targets: Any, method: str) -> 
     return x.clamp(0, 1), t
 
 
-def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
-    spec = getattr(model, "spec", None)
-    if spec is not None:
-        return int(spec.num_classes)
-    with torch.no_grad():
-        return int(model(x[:1]).shape[1])
-
-
 def _validated_targets(t: torch.Tensor, k: int) -> torch.Tensor:
     if t.dim() == 1 and not t.is_floating_point():
         if t.min() < 0 or t.max() >= k:
@@ -316,16 +307,12 @@ def edit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | list[in
         raise ValueError(f"frame_every must be >= 1, got {frame_every}")
     if config is None:
         config = default_edit_config("digits" if x.shape[1] == 1 else "natural")
-    model_device = next(model.parameters()).device
-    dev = torch.device(device) if device is not None else model_device
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available")
-    work = model if dev == model_device else copy.deepcopy(model).to(dev)
+    work, dev = on_device(model, device)
     n, steps = len(x), config.steps
     stop = [False]
     t0 = time.perf_counter()
     with evaluation_mode(work) as work:
-        y = _validated_targets(t, _num_classes(work, x.to(dev)))
+        y = _validated_targets(t, num_classes(work, tuple(x.shape[1:]), dev))
         outs, traj, msgs, lrs, runs = [], [], [], [], []
         for i in range(n):
             if stop[0]:

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from .edit import _probs, evaluation_mode
+from .kkt import num_classes, on_device
 from .synthesize import StepInfo, SynthConfig, default_config, soft_targets, synthesize
 
 __all__ = ["InterpolationResult", "interpolate", "BlendShift", "blend_shift", "DEFAULT_DELTAS"]
@@ -58,15 +58,6 @@ class InterpolationResult:
         return bool(((pb[1:] - pb[:-1]) >= -tolerance).all())
 
 
-def _on_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:
-    """The model itself, or a copy on ``device`` (the caller's model is never moved)."""
-    here = next(model.parameters()).device
-    dev = torch.device(device) if device is not None else here
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available")
-    return model if dev == here else copy.deepcopy(model).to(dev)
-
-
 def _check_classes(a: int, b: int, k: int) -> None:
     for name, c in (("a", a), ("b", b)):
         if not isinstance(c, int) or not 0 <= c < k:
@@ -100,11 +91,10 @@ def interpolate(model: nn.Module, a: int, b: int, deltas: Sequence[float] = DEFA
         # lambda held at 1: a candidate whose lambda turns negative is dropped and, with an init,
         # never reseeded, so it kept only the priors and became a blob no class claims
         config = default_config("digits" if c == 1 else "natural", lr_lambda=0.0)
-    model = _on_device(model, device)
-    dev = next(model.parameters()).device
+    model, dev = on_device(model, device)
     t0 = time.perf_counter()
     with evaluation_mode(model) as model:
-        k = int(spec.num_classes) if spec is not None else int(model(torch.zeros(1, *input_shape, device=dev)).shape[1])
+        k = num_classes(model, input_shape, dev)
         _check_classes(a, b, k)
         y = soft_targets(a, b, d, k)
         gen = torch.Generator().manual_seed(seed)
@@ -162,8 +152,7 @@ def blend_shift(model: nn.Module, images: torch.Tensor, inserts: torch.Tensor, t
     al = torch.as_tensor(list(alphas), dtype=torch.float32)
     if len(al) == 0 or (al < 0).any() or (al > 1).any():
         raise ValueError(f"alphas must be numbers in [0, 1], got {list(alphas)}")
-    model = _on_device(model, device)
-    dev = next(model.parameters()).device
+    model, dev = on_device(model, device)
     with evaluation_mode(model) as model:
         mixed = torch.cat([(1 - a) * x + a * ins for a in al.tolist()])
         probs = _probs(model, mixed, dev).view(len(al), len(x), -1)

@@ -7,8 +7,7 @@ lambda must be differentiated through it).  Parameters are read, never written.
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,8 @@ from torch import nn
 from torch.func import functional_call
 
 __all__ = [
-    "frozen_model",
+    "on_device",
+    "num_classes",
     "scale_invariant_params",
     "batchnorm_layers",
     "functional_model",
@@ -33,22 +33,24 @@ __all__ = [
 DISTANCES = ("cos", "l1", "l2")
 
 
-@contextmanager
-def frozen_model(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
-    """Eval mode and requires_grad on ``params`` for the duration; everything restored after."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-        yield
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
-        model.train(was_training)
+def on_device(model: nn.Module, device: str | torch.device | None) -> tuple[nn.Module, torch.device]:
+    """(the model itself, or a copy on ``device``; the device): the caller's model is never moved.
+    ``device=None`` is the model's own device."""
+    here = next(model.parameters()).device
+    dev = torch.device(device) if device is not None else here
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available")
+    return (model if dev == here else copy.deepcopy(model).to(dev)), dev
+
+
+def num_classes(model: nn.Module, input_shape: Sequence[int], device: torch.device) -> int:
+    """The model's class count: its spec's, else the width of its logits on one zero image (in eval
+    mode on :func:`eval_skeleton`: a train-mode BatchNorm would update its running statistics)."""
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        return int(spec.num_classes)
+    with torch.no_grad():
+        return int(eval_skeleton(model)(torch.zeros(1, *input_shape, device=device)).shape[1])
 
 
 def eval_skeleton(model: nn.Module) -> nn.Module:
@@ -102,9 +104,10 @@ def _invariant_on(model: nn.Module, input_shape: Sequence[int], probes: int, rat
     g = torch.Generator().manual_seed(seed)
     scale_change = {n: 0.0 for n, p in named.items() if p.abs().max() > 0}
     rand_change = dict.fromkeys(scale_change, 0.0)
-    running = {n: b.clone() for n, b in model.named_buffers()}  # batch-statistics BN writes to these
+    running = dict(model.named_buffers())
 
     def out(x: torch.Tensor, override: dict) -> torch.Tensor:
+        # fresh copies of the buffers per call: a batch-statistics BatchNorm writes to them
         return functional_call(model, {**named, **override, **{n: b.clone() for n, b in running.items()}}, (x,))
 
     with torch.no_grad():

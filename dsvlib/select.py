@@ -38,7 +38,6 @@ sample needs a large lambda to contribute anything).
 """
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
@@ -52,7 +51,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from .kkt import (DISTANCES, flat_cosine, functional_model, per_sample_loss, select_params, stationarity_distance,
+from .kkt import (DISTANCES, flat_cosine, functional_model, on_device, per_sample_loss, select_params, stationarity_distance,
                   weighted_grad)
 from .losses import entropy as _entropy
 
@@ -218,13 +217,6 @@ def _resolve_config(config: SelectConfig | None, overrides: dict[str, Any]) -> S
     return replace(config, **overrides) if overrides else config
 
 
-def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    out = torch.device(device) if device is not None else next(model.parameters()).device
-    if out.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available")
-    return out
-
-
 # --------------------------------------------------------------------------- the operator A
 
 
@@ -348,10 +340,10 @@ class _Gradients:
 
 
 def _operator(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: SelectConfig,
-              device: torch.device) -> _Gradients:
-    """A for the stationarity parameters of ``model`` on ``device`` (an eval copy when it lives elsewhere)."""
-    model_device = next(model.parameters()).device
-    work = model if device == model_device else copy.deepcopy(model).to(device).eval()
+              device: str | torch.device | None) -> _Gradients:
+    """A for the stationarity parameters of ``model`` on ``device`` (a copy when it lives elsewhere;
+    evaluated in eval mode on a skeleton, see :func:`dsvlib.kkt.functional_model`)."""
+    work, device = on_device(model, device)
     named = select_params(work, cfg.params, input_shape=tuple(images.shape[1:]))
     return _Gradients(work, named, images, labels, cfg.loss, cfg.batch_size, device, named[0][1].dtype)
 
@@ -602,7 +594,7 @@ def fit_lambdas(
     """
     cfg = _resolve_config(config, overrides)
     images, labels = _check_inputs(images, labels)
-    op = _operator(model, images, labels, cfg, _resolve_device(model, device))
+    op = _operator(model, images, labels, cfg, device)
     progress = _Progress(callback, cfg.steps, cfg.history_every)
     prep = _gradient_phase(op, _use_cache(op, cfg), progress)
     obj = _Objective(op, prep.norms, cfg.distance)

@@ -13,7 +13,6 @@ update of x and lambda differentiates through it (double backward).
 """
 from __future__ import annotations
 
-import copy
 import math
 import threading
 import time
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augment
-from .kkt import batchnorm_layers, eval_skeleton, flat_cosine, frozen_model, functional_model, per_sample_loss, select_params, stationarity_distance, weighted_grad
+from .kkt import batchnorm_layers, flat_cosine, functional_model, num_classes, on_device, per_sample_loss, select_params, stationarity_distance, weighted_grad
 from .losses import feature_stats_loss, binary_prior, centre_prior, diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
 
 __all__ = [
@@ -40,7 +39,6 @@ __all__ = [
     "soft_targets",
     "trust_reading",
     "trust_strength",
-    "frozen_model",
     "LOSS_TERMS",
     "Preset",
     "PRESETS",
@@ -315,15 +313,6 @@ def _as_targets(targets: Any, num_classes: int) -> torch.Tensor:
     raise ValueError("targets must be class indices (N,) or soft labels (N, num_classes)")
 
 
-def _num_classes(model: nn.Module, spec_shape: tuple[int, ...], device: torch.device) -> int:
-    spec = getattr(model, "spec", None)
-    if spec is not None:
-        return int(spec.num_classes)
-    # eval mode, on a skeleton: a train-mode BatchNorm would update its running statistics
-    with torch.no_grad():
-        return int(eval_skeleton(model)(torch.zeros(1, *spec_shape, device=device)).shape[1])
-
-
 @dataclass
 class _Run:
     """What one synthesis run fixes at its start: the model seen functionally, the targets, the
@@ -374,14 +363,13 @@ class _State:
     best_cos: float = -1.0
 
 
-def _setup(model: nn.Module, targets: Any, config: SynthConfig, init: torch.Tensor | None, seed: int,
+def _setup(work: nn.Module, targets: Any, config: SynthConfig, init: torch.Tensor | None, seed: int,
            device: torch.device, shape: tuple[int, int, int]) -> tuple[_Run, torch.Tensor]:
-    """Validate the request and fix the run; returns the run and the starting candidates."""
-    model_device = next(model.parameters()).device
-    work = model if device == model_device else copy.deepcopy(model).to(device)
+    """Validate the request and fix the run on ``work`` (the model on ``device``); returns the run and
+    the starting candidates."""
     named = select_params(work, config.params, input_shape=shape)
     forward, leaves = functional_model(work, named)
-    y = _as_targets(targets, _num_classes(forward.module, shape, device)).to(device)
+    y = _as_targets(targets, num_classes(work, shape, device)).to(device)
     n, (c, h, w), r = len(y), shape, config.resolution
     if init is not None:
         init = torch.as_tensor(init, dtype=torch.float32)
@@ -572,10 +560,8 @@ def synthesize(
         input_shape = tuple(spec.input_shape)
     if config is None:
         config = default_config("digits" if input_shape[0] == 1 else "natural")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available")
-    run, x0 = _setup(model, targets, config, init, seed, device, input_shape)
+    work, device = on_device(model, device)
+    run, x0 = _setup(work, targets, config, init, seed, device, input_shape)
     st = _start(run, x0)
     hist: dict[str, list] = {k: [] for k in ("step", "time", *LOSS_TERMS, "cosine", "kept", "entropy",
                                              "target_prob", "lambdas")}
@@ -648,7 +634,7 @@ def measure_step_cost(model: nn.Module, candidates: int, config: SynthConfig | N
         if getattr(model, "spec", None) is None:
             raise ValueError("model has no .spec; pass input_shape=(C, H, W)")
         input_shape = tuple(model.spec.input_shape)
-    k = _num_classes(model, input_shape, next(model.parameters()).device)
+    k = num_classes(model, input_shape, next(model.parameters()).device)
     synthesize(model, [i % k for i in range(candidates)], cfg, device=device, input_shape=input_shape,
                callback=lambda info: stamps.append(time.perf_counter()) and False)
     diffs = sorted(b - a for a, b in zip(stamps, stamps[1:]))
