@@ -98,7 +98,8 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
         "teacher": name, "notes": "shipped default model" if shipped else zoo.TEACHERS[name].notes, "family": fam, "synth_seed": synth_seed,
         "test_accuracy": card["test_accuracy"], "training_data_cosine": dataset_gradient_cosine(model, *_train(fam), params="auto"),
         "kept": int(res.kept.sum()), "candidates": len(targets),
-        "best_cosine": res.trust["best_cosine"], "trust": trust_strength(res.trust["best_cosine"]),
+        "best_cosine": res.trust["best_cosine"], "trust_cosine": res.trust.get("cosine", res.trust["best_cosine"]),
+        "trust": trust_strength(res.trust.get("cosine", res.trust["best_cosine"])),
         "student_mean": st.mean if st else 0.0, "student_std": st.std if st else 0.0,
         "student_runs": list(st.runs) if st else [],
         "judges": {k: judge_accuracy(j, x, y) if len(x) else 0.0 for k, j in judges.items()},
@@ -121,7 +122,7 @@ def write_markdown(res: dict, path: Path) -> None:
         b = res["baselines"][r["family"]]
         judges = " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
         lines.append(
-            f"| {r['teacher']} ({r['notes']}) | {100 * r['test_accuracy']:.1f} % | {r['training_data_cosine']:.2f} | {r['trust']} ({r['best_cosine']:.2f}) "
+            f"| {r['teacher']} ({r['notes']}) | {100 * r['test_accuracy']:.1f} % | {r['training_data_cosine']:.2f} | {r['trust']} ({r.get('trust_cosine', r['best_cosine']):.2f}) "
             f"| {r['kept']} of {r['candidates']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % "
             f"({100 * b['student_mean']:.1f} %) | {r['student_mean'] / b['student_mean']:.2f} | {judges} "
             f"| {r['diversity']:.2f} ({b['diversity']:.2f}) | {r['seconds']:.0f} s |")

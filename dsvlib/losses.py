@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "centre_prior", "diversity_loss", "entropy", "feature_stats_loss"]
+__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "centre_prior", "diversity_loss", "entropy", "feature_stats_loss", "feature_spread_loss"]
 
 
 def primal_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -62,6 +62,17 @@ def diversity_loss(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     f = x.flatten(1)
     f = f - f.mean(1, keepdim=True)
     f = F.normalize(f, dim=1)
+    sim = f @ f.t()
+    same = (groups.view(-1, 1) == groups.view(1, -1)) & ~torch.eye(len(f), dtype=torch.bool, device=f.device)
+    if not same.any():
+        return f.new_zeros(())
+    return sim[same].mean()
+
+
+def feature_spread_loss(features: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity between the feature vectors of candidates of the same group: low when
+    a class's candidates use different features of the model (lower = more spread)."""
+    f = F.normalize(features.flatten(1), dim=1)
     sim = f @ f.t()
     same = (groups.view(-1, 1) == groups.view(1, -1)) & ~torch.eye(len(f), dtype=torch.bool, device=f.device)
     if not same.any():

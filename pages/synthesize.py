@@ -162,10 +162,11 @@ def _show_result(job: Job, active: common.ActiveModel) -> None:
         st.info(f"This run was made with {p['model']}; the model selected now is {active.label}.",
                 icon=":material/info:")
     reading = result.trust.get("reading", "")
-    common.strength_box(trust_strength(result.trust.get("best_cosine")), f"**Trust reading:** {reading}")
+    common.strength_box(trust_strength(result.trust_cosine), f"**Trust reading:** {reading}")
     card_cos = p.get("card_cosine")
     if result.trust.get("best_cosine") is not None:
-        st.caption("The reading uses the best stationarity cosine this run reached; it rises with more steps "
+        st.caption("The reading uses the best stationarity cosine this run reached (over every parameter "
+                   "stationarity can hold for, when the run held it on fewer); it rises with more steps "
                    "and candidates." + (f" For comparison, the model's training data reach {card_cos:.2f} "
                                         "(Model page)." if isinstance(card_cos, (int, float)) else ""))
     rows = p.get("rows") or []
@@ -268,7 +269,7 @@ def _history() -> None:
     table = []
     for j in runs:
         r: SynthResult = j.result
-        cos = r.trust.get("best_cosine")
+        cos = r.trust_cosine
         table.append({"run": f"#{j.id}", "time": datetime.datetime.fromtimestamp(j.created).strftime("%H:%M:%S"),
                       "model": j.params["model"], "preset": j.params["preset"],
                       "candidates": len(r.labels), "steps": f"{r.steps_run}/{j.params['steps']}",
@@ -285,7 +286,7 @@ def _history() -> None:
         pick = col.selectbox("Compare run", keys, index=default, key=key)
         j = labels[pick]
         r = j.result
-        cos = r.trust.get("best_cosine")
+        cos = r.trust_cosine
         col.caption(f"trust {trust_strength(cos)}" + (f" (cos {cos:.2f})" if cos is not None else "") +
                     f" · kept {int(r.kept.sum())}/{len(r.kept)} · {r.steps_run} steps · {r.seconds:.1f} s")
         col.image(common.tile(r.images[_ordered(r)], min(len(j.params["classes"]), 10), px=40),

@@ -485,3 +485,53 @@ def test_a_non_finite_gradient_under_a_finite_loss_stops_with_a_message() -> Non
     with pytest.raises(FloatingPointError, match="gradient became non-finite at step 0"):
         synthesize(model, torch.tensor([0, 1]), replace(BN_FAST, stationarity="none", tv=0.0, bn_prior=0.0),
                    init=torch.zeros(2, 1, 4, 4), input_shape=(1, 4, 4))
+
+
+def test_a_subset_run_is_read_over_every_parameter_stationarity_can_hold_for() -> None:
+    # a last-layer-only run explains its few parameters easily; the trust reading must not call that
+    # strong: it uses the final DSVs' cosine over params="auto" when that is lower (recomputed here)
+    model = tiny_model(arch="mlp").eval()
+    t = torch.tensor([0, 1, 2] * 4)
+    res = synthesize(model, t, replace(FAST, params="last", augment=None, steps=30))
+    named = select_params(model, "auto", input_shape=(1, 8, 8))
+    grads, _, _ = weighted_grad(model, [p for _, p in named], res.images, res.labels, res.lambdas * res.kept)
+    expect = float(flat_cosine([p.detach() for _, p in named], [-g for g in grads]))
+    assert res.trust["auto_cosine"] == pytest.approx(expect, abs=1e-5)
+    assert res.trust["best_cosine"] > expect
+    assert res.trust["cosine"] == pytest.approx(expect, abs=1e-5) == res.trust_cosine
+    assert "parameters it can hold for" in res.trust["reading"]
+    full = synthesize(model, t, replace(FAST, augment=None, steps=30))
+    assert "auto_cosine" not in full.trust and full.trust_cosine == full.trust["best_cosine"]
+
+
+def test_feature_spread_loss_known_values() -> None:
+    from dsvlib.losses import feature_spread_loss
+
+    f = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+    # group 0: rows 0, 1, 2 (pairs: cos 1, 0, 0, each counted both ways); group 1: row 3 alone
+    assert float(feature_spread_loss(f, torch.tensor([0, 0, 0, 1]))) == pytest.approx(1 / 3)
+    assert float(feature_spread_loss(f, torch.tensor([0, 1, 2, 3]))) == 0.0
+
+
+def test_feature_diversity_spreads_the_head_features_of_one_class() -> None:
+    from dsvlib.losses import feature_spread_loss
+
+    model = tiny_model().eval()
+    t = torch.tensor([0] * 4 + [1] * 4)
+    cfg = replace(FAST, steps=40, augment=None, stationarity="none", tv=0.0)
+    seen: list[torch.Tensor] = []
+    head = model.net.classifier
+    hook = head.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+
+    def spread(images: torch.Tensor) -> float:
+        seen.clear()
+        with torch.no_grad():
+            model(images)
+        return float(feature_spread_loss(seen[-1], t))
+
+    try:
+        off = synthesize(model, t, replace(cfg, feature_diversity=0.0)).images
+        on = synthesize(model, t, replace(cfg, feature_diversity=3.0)).images
+        assert spread(on) < spread(off) - 0.05
+    finally:
+        hook.remove()
