@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fcntl
 import importlib
 import json
 import sys
@@ -104,6 +105,7 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
         "student_runs": list(st.runs) if st else [],
         "judges": {k: judge_accuracy(j, x, y) if len(x) else 0.0 for k, j in judges.items()},
         "diversity": diversity(x, y), "primal_feasible": feasible, "seconds": res.seconds,
+        "steps_run": res.steps_run, "extended_at": res.trust.get("extended_at"),
         "dropped_at_steps": sorted(res.trust["dropped"].values()),
         "reseeded": sum(len(v) for v in res.trust["reseeded"].values()),
         "config": {k: (repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v)
@@ -115,9 +117,11 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
 
 
 def write_markdown(res: dict, path: Path) -> None:
-    lines = [f"Command: `{res['command']}`  ", f"Machine: {res['machine']}", ""]
+    cmds = res.get("commands", [res["command"]])
+    lines = [("Command: " if len(cmds) == 1 else "Commands (each replaced its teachers' rows): ")
+             + "; ".join(f"`{c}`" for c in cmds) + "  ", f"Machine: {res['machine']}", ""]
     lines += ["| teacher | test acc | training-data cos | trust (best cos) | kept | student (real 10/class) | ratio | judges | "
-              "diversity (real) | time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "diversity (real) | steps | time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in res["rows"]:
         b = res["baselines"][r["family"]]
         judges = " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
@@ -125,7 +129,8 @@ def write_markdown(res: dict, path: Path) -> None:
             f"| {r['teacher']} ({r['notes']}) | {100 * r['test_accuracy']:.1f} % | {r['training_data_cosine']:.2f} | {r['trust']} ({r.get('trust_cosine', r['best_cosine']):.2f}) "
             f"| {r['kept']} of {r['candidates']} | {100 * r['student_mean']:.1f} +- {100 * r['student_std']:.1f} % "
             f"({100 * b['student_mean']:.1f} %) | {r['student_mean'] / b['student_mean']:.2f} | {judges} "
-            f"| {r['diversity']:.2f} ({b['diversity']:.2f}) | {r['seconds']:.0f} s |")
+            f"| {r['diversity']:.2f} ({b['diversity']:.2f}) | {r.get('steps_run', r['config'].get('steps', '-'))} "
+            f"| {r['seconds']:.0f} s |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -138,6 +143,9 @@ def main() -> None:
     ap.add_argument("--student-seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--grid-dir", default=None, help="also save grids of a tagged run here")
+    ap.add_argument("--update", action="store_true",
+                    help="replace only these teachers' rows in the existing results file (the others stay; "
+                         "the file lists every command); runs in parallel may update one file")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,9 +165,24 @@ def main() -> None:
         res["rows"].append(run_teacher(name, overrides, args.synth_seed, seeds, grid))
         res["seconds"] = time.perf_counter() - t0
         # after every teacher: an interrupted run keeps what it measured
-        (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
-        write_markdown(res, RESULTS / f"{stem}.md")
+        save(res, stem, update=args.update)
     print((RESULTS / f"{stem}.md").read_text())
+
+
+def save(res: dict, stem: str, *, update: bool) -> None:
+    """Write results; with ``update``, merge this run's rows into the file's (under a lock)."""
+    path = RESULTS / f"{stem}.json"
+    with open(RESULTS / f".{stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = res
+        if update and path.exists():
+            old = json.loads(path.read_text())
+            mine = {r["teacher"]: r for r in res["rows"]}
+            rows = [mine.pop(r["teacher"], r) for r in old["rows"]] + list(mine.values())
+            cmds = old.get("commands", [old["command"]])
+            out = {**old, "rows": rows, "commands": cmds + ([res["command"]] if res["command"] not in cmds else [])}
+        path.write_text(json.dumps(out, indent=1) + "\n")
+        write_markdown(out, RESULTS / f"{stem}.md")
 
 
 if __name__ == "__main__":

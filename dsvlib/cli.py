@@ -438,7 +438,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise CliError(f"--a and --b must be different classes, got {args.a} twice")
     from .synthesize import default_config
 
-    cfg = default_config(data_kind(spec), lr_lambda=0.0)
+    cfg = default_config(data_kind(spec), lr_lambda=0.0, extend=0.0)
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     bar = _Bar(cfg.steps, "interpolate")

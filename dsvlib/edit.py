@@ -58,7 +58,7 @@ def default_edit_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     """
     base = default_config(kind, steps=150, lr=0.04, lr_lambda=0.0, anchor=2.0, l1=0.5 if kind == "digits" else 0.0,
                           tv=0.3, diversity=0.0, centre=0.0, stretch=False, jitter=PAPER_AUGMENT, jitter_weight=2.0,
-                          reseed=0.0)
+                          reseed=0.0, extend=0.0)
     return replace(base, **overrides)
 
 

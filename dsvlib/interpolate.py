@@ -90,7 +90,7 @@ def interpolate(model: nn.Module, a: int, b: int, deltas: Sequence[float] = DEFA
     if config is None:
         # lambda held at 1: a candidate whose lambda turns negative is dropped and, with an init,
         # never reseeded, so it kept only the priors and became a blob no class claims
-        config = default_config("digits" if c == 1 else "natural", lr_lambda=0.0)
+        config = default_config("digits" if c == 1 else "natural", lr_lambda=0.0, extend=0.0)
     model, dev = on_device(model, device)
     t0 = time.perf_counter()
     with evaluation_mode(model) as model:

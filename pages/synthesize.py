@@ -87,6 +87,13 @@ def synthesize_page() -> None:
         _mixing(active, names)
 
 
+def _steps_text(result: SynthResult, planned: int) -> str:
+    """'300', '120 of 300', or '600 (extended past 300)' for a run planned at ``planned`` steps."""
+    if result.trust.get("extended_at"):
+        return f"{result.steps_run} (extended past {result.trust['extended_at']})"
+    return str(result.steps_run) if result.steps_run >= planned else f"{result.steps_run} of {planned}"
+
+
 def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
     text = f"{n} candidates x {cfg.steps} steps on {active.device}"
     if n == 0:
@@ -97,9 +104,14 @@ def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
     except Exception as e:  # noqa: BLE001 - an estimate is a nicety; say why there is none
         st.caption(f"{text} (no time estimate: {common.error_message(e, 'measuring a step')}).")
         return
+    extra = int(round(cfg.extend * cfg.steps))
+    longer = (f" If the stationarity cosine after {cfg.steps} steps lies between {cfg.extend_from:.1f} and "
+              f"{cfg.extend_below:.1f}, the run goes on for {extra} more steps (about "
+              f"{cost.estimate(cfg.steps + extra):.0f} s in all): such models gained from them."
+              if extra > 0 else "")
     st.caption(f"{text}. Estimated time: about {cost.estimate(cfg.steps):.0f} s (measured here: "
                f"{1000 * cost.step_seconds:.0f} ms a step after {cost.setup_seconds:.1f} s of set-up; other "
-               "users' runs share the machine and can make it longer).")
+               "users' runs share the machine and can make it longer)." + longer)
 
 
 def _submit_synthesis(active: common.ActiveModel, targets: list[int], cfg: Any, seed: int, names: list[str],
@@ -150,13 +162,12 @@ def _show_result(job: Job, active: common.ActiveModel) -> None:
     result: SynthResult = job.result
     names: list[str] = p["names"]
     n = len(result.labels)
-    partial = "" if result.steps_run >= p["steps"] else f" of {p['steps']}"
     stopped = job.status == "stopped"
-    st.caption(f"Run #{job.id} on **{p['model']}**: {n} candidates, {result.steps_run}{partial} steps in "
+    st.caption(f"Run #{job.id} on **{p['model']}**: {n} candidates, {_steps_text(result, p['steps'])} steps in "
                f"{result.seconds:.1f} s on {job.device}; {int(result.kept.sum())}/{n} kept (λ ≥ 0); "
                f"{live.status_line(job)}.")
     if stopped:
-        st.warning(f"Stopped after {result.steps_run} of {p['steps']} steps: this is a partial result.",
+        st.warning(f"Stopped after {_steps_text(result, p['steps'])} steps: this is a partial result.",
                    icon=":material/stop_circle:")
     if p["model"] != active.label:
         st.info(f"This run was made with {p['model']}; the model selected now is {active.label}.",
@@ -272,7 +283,7 @@ def _history() -> None:
         cos = r.trust_cosine
         table.append({"run": f"#{j.id}", "time": datetime.datetime.fromtimestamp(j.created).strftime("%H:%M:%S"),
                       "model": j.params["model"], "preset": j.params["preset"],
-                      "candidates": len(r.labels), "steps": f"{r.steps_run}/{j.params['steps']}",
+                      "candidates": len(r.labels), "steps": _steps_text(r, j.params["steps"]),
                       "status": j.status, "trust": f"{trust_strength(cos)} ({cos:.2f})" if cos is not None else "-",
                       "kept": f"{int(r.kept.sum())}/{len(r.kept)}", "seconds": round(r.seconds, 1)})
     st.dataframe(table, hide_index=True, width="stretch")

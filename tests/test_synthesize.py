@@ -535,3 +535,43 @@ def test_feature_diversity_spreads_the_head_features_of_one_class() -> None:
         assert spread(on) < spread(off) - 0.05
     finally:
         hook.remove()
+
+
+def test_a_run_whose_cosine_lies_in_the_band_is_extended_and_says_so() -> None:
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 2)
+    seen: list[tuple[int, int]] = []
+    cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01)
+    res = synthesize(model, t, cfg, callback=lambda i: seen.append((i.step, i.steps)))
+    assert res.steps_run == 20 and res.trust["extended_at"] == 10
+    assert seen[0] == (0, 10) and seen[9] == (9, 20) and seen[-1] == (19, 20)
+    assert res.history["step"][-1] == 19
+    assert "went on past its 10 steps" in res.trust["reading"]
+    # the same run with its cosine outside the band, or with extend 0, or from an init, stops at 10
+    for other in (replace(cfg, extend_below=-1.0), replace(cfg, extend_from=1.0), replace(cfg, extend=0.0)):
+        short = synthesize(model, t, other)
+        assert short.steps_run == 10 and short.trust["extended_at"] is None
+        assert torch.equal(short.images, synthesize(model, t, replace(cfg, steps=10, extend=0.0)).images)
+    assert synthesize(model, t, cfg, init=torch.rand(6, 1, 8, 8)).steps_run == 10
+
+
+def test_presets_quick_look_never_extends_the_recipe_may() -> None:
+    from dsvlib.synthesize import PRESETS
+
+    assert PRESETS["quick"].config("digits").extend == 0.0
+    assert PRESETS["recipe"].config("digits").extend > 0.0
+
+
+def test_the_extension_restarts_the_candidates_dropped_in_the_probe() -> None:
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 3)
+    # a large multiplier step drops candidates early; no reseeding inside the probe
+    cfg = replace(FAST, steps=10, augment=None, lr_lambda=3.0, reseed=0.0, extend=1.0, extend_from=-1.0,
+                  extend_below=1.01)
+    probe = synthesize(model, t, replace(cfg, extend=0.0))
+    dropped = {int(k) for k in probe.trust["dropped"]}
+    assert dropped, "the probe should drop candidates for this test to mean anything"
+    res = synthesize(model, t, cfg)
+    restarted = {int(k) for k, steps in res.trust["reseeded"].items() if 10 in steps}
+    assert restarted == dropped
+
