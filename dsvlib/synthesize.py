@@ -441,7 +441,7 @@ def _start(run: _Run, x0: torch.Tensor) -> _State:
                   opt=opt, sched=sched, reseed_until=0 if run.from_init else int(cfg.reseed * cfg.steps))
 
 
-def _prior_terms(cfg: SynthConfig, x: torch.Tensor, run: _Run, bn: _Captured) -> dict[str, Callable]:
+def _prior_terms(cfg: SynthConfig, x: torch.Tensor, run: _Run, cap: _Captured) -> dict[str, Callable]:
     """Each manifold prior as a thunk (weight = the config field of the same name)."""
     return {
         "tv": lambda: total_variation(x).mean(),
@@ -451,13 +451,13 @@ def _prior_terms(cfg: SynthConfig, x: torch.Tensor, run: _Run, bn: _Captured) ->
         "centre": lambda: centre_prior(x).mean(),
         "diversity": lambda: diversity_loss(x, run.hard),
         "anchor": lambda: ((x - run.anchor) ** 2).mean() if run.anchor is not None else x.new_zeros(()),
-        "bn_prior": lambda: torch.stack(bn.stats).mean() if bn.stats else x.new_zeros(()),
-        "feature_diversity": lambda: (feature_spread_loss(bn.features[0], bn.groups)
-                                      if bn.features else x.new_zeros(())),
+        "bn_prior": lambda: torch.stack(cap.stats).mean() if cap.stats else x.new_zeros(()),
+        "feature_diversity": lambda: (feature_spread_loss(cap.features[0], cap.groups)
+                                      if cap.features else x.new_zeros(())),
     }
 
 
-def _objective(run: _Run, st: _State, bn: _Captured, collecting: list[bool]
+def _objective(run: _Run, st: _State, cap: _Captured, collecting: list[bool]
                ) -> tuple[torch.Tensor, dict[str, float], float]:
     """The DeepKKT loss of this step: (total, its terms, the stationarity cosine on this view)."""
     cfg, y, kept = run.config, run.y, st.kept
@@ -470,7 +470,7 @@ def _objective(run: _Run, st: _State, bn: _Captured, collecting: list[bool]
     views: list[tuple[float, bool]] = [(cfg.eta, True)] if augmenting else [(1.0, False)]
     if cfg.clean_view and augmenting:
         views.insert(0, (1.0, False))
-    bn.clear()
+    cap.clear()
     for i, (wgt, augmented) in enumerate(views):
         v = cfg.augment(x, run.gen) if augmented else x
         collecting[0] = i == 0  # feature statistics of the first view's forward only
@@ -498,7 +498,7 @@ def _objective(run: _Run, st: _State, bn: _Captured, collecting: list[bool]
         jit = per_sample_loss(run.forward(cfg.jitter(x, run.gen)), y)[kept].mean()
         total = total + cfg.jitter_weight * jit
         terms["jitter"] = float(jit.detach())
-    priors = _prior_terms(cfg, x, run, bn)
+    priors = _prior_terms(cfg, x, run, cap)
     for name in _PRIORS:
         wt = getattr(cfg, name)
         terms[name] = 0.0
@@ -627,7 +627,7 @@ def _trust(run: _Run, st: _State, hist: dict[str, list], work: nn.Module, images
     return out
 
 
-def _hooks(run: _Run, st: _State, bn: _Captured, collecting: list[bool]) -> list[Any]:
+def _hooks(run: _Run, st: _State, cap: _Captured, collecting: list[bool]) -> list[Any]:
     """Hooks that read the candidates' feature statistics at each BatchNorm layer's input (and the
     head's input features, for ``feature_diversity``), on this thread's forward of the main view
     only (another thread may use the same model meanwhile)."""
@@ -635,12 +635,12 @@ def _hooks(run: _Run, st: _State, bn: _Captured, collecting: list[bool]) -> list
 
     def on_bn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
         if collecting[0] and threading.get_ident() == me and st.kept.any():
-            bn.stats.append(feature_stats_loss(inp[0][st.kept], mod.running_mean, mod.running_var))
+            cap.stats.append(feature_stats_loss(inp[0][st.kept], mod.running_mean, mod.running_var))
 
     def on_head(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
         if collecting[0] and threading.get_ident() == me and st.kept.any():
-            bn.features.append(inp[0][st.kept].flatten(1))
-            bn.groups = run.hard[st.kept]
+            cap.features.append(inp[0][st.kept].flatten(1))
+            cap.groups = run.hard[st.kept]
 
     hooks = [m.register_forward_hook(on_bn) for m in run.bn_layers]
     if run.config.feature_diversity > 0:
@@ -679,14 +679,14 @@ def synthesize(
     st = _start(run, x0)
     hist: dict[str, list] = {k: [] for k in ("step", "time", *LOSS_TERMS, "cosine", "kept", "entropy",
                                              "target_prob", "lambdas")}
-    bn = _Captured()
+    cap = _Captured()
     collecting = [False]
-    hooks = _hooks(run, st, bn, collecting)
+    hooks = _hooks(run, st, cap, collecting)
     t0 = time.perf_counter()
     steps_run, total_steps, step = 0, config.steps, 0
     try:
         while step < total_steps:
-            total, terms, cos_step = _objective(run, st, bn, collecting)
+            total, terms, cos_step = _objective(run, st, cap, collecting)
             if not torch.isfinite(total):
                 raise FloatingPointError(f"the DeepKKT loss became {float(total)} at step {step}; lower lr or check the model")
             gx, gl = torch.autograd.grad(total, [st.x_param, st.lam], allow_unused=True)
