@@ -338,7 +338,8 @@ def main() -> None:
     DOCS.mkdir(exist_ok=True)
     jpath = RESULTS / f"{args.tag}.json"
     res = json.loads(jpath.read_text()) if jpath.exists() else {}
-    res["machine"] = machine()
+    if set(args.only) - {"speed"} or "machine" not in res:
+        res["machine"] = machine()  # the quality sections' machine; the speed section records its own
     res["command"] = "python bench/bench_synth.py" + (f" --only {' '.join(args.only)}" if args.only != list(SECTIONS) else "")
     for name in args.only:
         res.setdefault("section_commands", {})[name] = res["command"]

@@ -129,7 +129,7 @@ def seeds_section() -> list[str]:
         jtext = " / ".join(f"{100 * sum(r['judges'][k] for r in rows) / len(rows):.1f} % "
                            f"({100 * min(r['judges'][k] for r in rows):.0f} %)" for k in judges)
         out.append(f"| {t} | {', '.join(str(r['synth_seed']) for r in rows)} | {', '.join(str(r['kept']) for r in rows)} "
-                   f"| {', '.join(format(r.get('trust_cosine', r['best_cosine']), '.2f') for r in rows)} "
+                   f"| {', '.join(format(r.get('trust_cosine', r['best_cosine']), '.3f') for r in rows)} "
                    f"| {', '.join(str(r.get('steps_run', '-')) for r in rows)} "
                    f"| {100 * mean:.1f} +- {100 * std:.1f} % ({len(studs)} students) | {mean / real:.2f} | {jtext} "
                    f"| {sum(r['diversity'] for r in rows) / len(rows):.2f} |")
@@ -145,7 +145,7 @@ def screens_section(paths: list[Path]) -> list[str]:
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in paths:
         res = json.loads(p.read_text())
-        for r in res["rows"]:
+        for r in res.get("rows", []):  # (zoo_history600.json holds cosine histories, no rows)
             judges = " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
             base = (f"lr_lambda {r['config'].get('lr_lambda')}, reseed {r['config'].get('reseed')}, "
                     f"bn_prior {r['config'].get('bn_prior', 'absent')}, extend {r['config'].get('extend', 'absent')}, "
