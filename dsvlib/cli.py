@@ -424,7 +424,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from .export import save_grid
-    from .interpolate import interpolate
+    from .interpolate import default_interpolation_config, interpolate
 
     _check_device(args.device)
     out = _check_out(args.out)
@@ -436,9 +436,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
             raise CliError(f"{opt} must be a class index in 0..{spec.num_classes - 1}, got {c}")
     if args.a == args.b:
         raise CliError(f"--a and --b must be different classes, got {args.a} twice")
-    from .synthesize import default_config
-
-    cfg = default_config(data_kind(spec), lr_lambda=0.0, extend=0.0)
+    cfg = default_interpolation_config(data_kind(spec))
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     bar = _Bar(cfg.steps, "interpolate")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kkt import eval_skeleton, functional_model, num_classes, on_device, per_sample_loss
-from .synthesize import PAPER_AUGMENT, StepInfo, SynthConfig, default_config, synthesize
+from .synthesize import PAPER_AUGMENT, StepInfo, SynthConfig, as_targets, default_config, synthesize
 
 __all__ = ["EditResult", "edit", "default_edit_config", "ssim", "evaluation_mode", "target_reached",
            "METHODS", "STATUSES"]
@@ -189,19 +189,6 @@ def _check_request(model: nn.Module, images: Any, targets: Any, method: str) -> 
     return x.clamp(0, 1), t
 
 
-def _validated_targets(t: torch.Tensor, k: int) -> torch.Tensor:
-    if t.dim() == 1 and not t.is_floating_point():
-        if t.min() < 0 or t.max() >= k:
-            raise ValueError(f"targets must be class indices in [0, {k - 1}], got {int(t.min())}..{int(t.max())}")
-        return t.long()
-    if t.dim() == 2 and t.shape[1] == k and t.is_floating_point():
-        t = t.float()
-        if (t < 0).any() or not torch.allclose(t.sum(1), torch.ones(len(t)), atol=1e-4):
-            raise ValueError("soft targets must be non-negative rows summing to 1")
-        return t
-    raise ValueError(f"targets must be class indices (N,) or soft labels (N, {k})")
-
-
 @torch.no_grad()
 def _probs(model: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:
     out = [F.softmax(model(images[i:i + batch].to(device)), 1).float().cpu() for i in range(0, len(images), batch)]
@@ -312,7 +299,7 @@ def edit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | list[in
     stop = [False]
     t0 = time.perf_counter()
     with evaluation_mode(work) as work:
-        y = _validated_targets(t, num_classes(work, tuple(x.shape[1:]), dev))
+        y = as_targets(t, num_classes(work, tuple(x.shape[1:]), dev))
         outs, traj, msgs, lrs, runs = [], [], [], [], []
         for i in range(n):
             if stop[0]:

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from .edit import _probs, evaluation_mode
 from .kkt import num_classes, on_device
-from .synthesize import StepInfo, SynthConfig, default_config, soft_targets, synthesize
+from .synthesize import StepInfo, SynthConfig, default_config, input_shape_of, soft_targets, synthesize
 
-__all__ = ["InterpolationResult", "interpolate", "BlendShift", "blend_shift", "DEFAULT_DELTAS"]
+__all__ = ["InterpolationResult", "interpolate", "default_interpolation_config", "BlendShift", "blend_shift",
+           "DEFAULT_DELTAS"]
 
 DEFAULT_DELTAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 BACKOFF = (1.0, 0.25)
@@ -66,31 +67,30 @@ def _check_classes(a: int, b: int, k: int) -> None:
         raise ValueError(f"a and b must be different classes, got {a} twice")
 
 
+def default_interpolation_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
+    """:func:`dsvlib.synthesize.default_config` for the data kind with lambda held at 1: a candidate
+    whose lambda turns negative is dropped and, with an init, never reseeded, so it kept only the
+    priors and became a blob no class claims.  Never extended (a strip starts from an init)."""
+    return default_config(kind, **{"lr_lambda": 0.0, "extend": 0.0, **overrides})
+
+
 def interpolate(model: nn.Module, a: int, b: int, deltas: Sequence[float] = DEFAULT_DELTAS,
                 config: SynthConfig | None = None, *, seed: int = 0, device: str | torch.device | None = None,
                 callback: Callable[[StepInfo], bool | None] | None = None,
                 input_shape: tuple[int, int, int] | None = None, min_prob: float = 0.5) -> InterpolationResult:
     """DSVs for y_delta = (1 - delta) e_a + delta e_b (paper Fig. 6), from one shared noise image.
 
-    ``config``: default :func:`dsvlib.synthesize.default_config` for the data kind with lambda held
-    at 1 (``lr_lambda=0``).  A non-finite
+    ``config``: default :func:`default_interpolation_config` for the data kind (lambda held at 1).  A non-finite
     loss is retried at a quarter of the step size with lambda held fixed; the model is left as found.
     """
-    spec = getattr(model, "spec", None)
-    if input_shape is None:
-        if spec is None:
-            raise ValueError("model has no .spec; pass input_shape=(C, H, W)")
-        input_shape = tuple(spec.input_shape)
+    input_shape = input_shape_of(model, input_shape)
     d = torch.as_tensor(list(deltas), dtype=torch.float32).view(-1)
     if len(d) == 0 or not torch.isfinite(d).all() or (d < 0).any() or (d > 1).any():
         raise ValueError(f"deltas must be a non-empty list of numbers in [0, 1], got {list(deltas)}")
     if not 0.0 <= min_prob <= 1.0:
         raise ValueError(f"min_prob must lie in [0, 1], got {min_prob}")
-    c = input_shape[0]
     if config is None:
-        # lambda held at 1: a candidate whose lambda turns negative is dropped and, with an init,
-        # never reseeded, so it kept only the priors and became a blob no class claims
-        config = default_config("digits" if c == 1 else "natural", lr_lambda=0.0, extend=0.0)
+        config = default_interpolation_config("digits" if input_shape[0] == 1 else "natural")
     model, dev = on_device(model, device)
     t0 = time.perf_counter()
     with evaluation_mode(model) as model:

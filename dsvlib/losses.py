@@ -57,10 +57,8 @@ def centre_prior(x: torch.Tensor) -> torch.Tensor:
     return (x * r2).flatten(1).mean(1)
 
 
-def diversity_loss(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Mean cosine similarity between centred images of the same group (lower = more diverse)."""
-    f = x.flatten(1)
-    f = f - f.mean(1, keepdim=True)
+def _same_group_cosine(f: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity between the rows of ``f`` (N, D) that share a group (0 with no pair)."""
     f = F.normalize(f, dim=1)
     sim = f @ f.t()
     same = (groups.view(-1, 1) == groups.view(1, -1)) & ~torch.eye(len(f), dtype=torch.bool, device=f.device)
@@ -69,15 +67,16 @@ def diversity_loss(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     return sim[same].mean()
 
 
+def diversity_loss(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity between centred images of the same group (lower = more diverse)."""
+    f = x.flatten(1)
+    return _same_group_cosine(f - f.mean(1, keepdim=True), groups)
+
+
 def feature_spread_loss(features: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """Mean cosine similarity between the feature vectors of candidates of the same group: low when
     a class's candidates use different features of the model (lower = more spread)."""
-    f = F.normalize(features.flatten(1), dim=1)
-    sim = f @ f.t()
-    same = (groups.view(-1, 1) == groups.view(1, -1)) & ~torch.eye(len(f), dtype=torch.bool, device=f.device)
-    if not same.any():
-        return f.new_zeros(())
-    return sim[same].mean()
+    return _same_group_cosine(features.flatten(1), groups)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,8 @@ __all__ = [
     "defaults_explained",
     "PAPER_AUGMENT",
     "soft_targets",
+    "as_targets",
+    "input_shape_of",
     "trust_reading",
     "trust_strength",
     "LOSS_TERMS",
@@ -169,22 +171,22 @@ def config_for(model: nn.Module, spec: Any = None, **overrides: Any) -> SynthCon
       against the code before): best cosine 0.27 -> 0.72, kept 44 -> 86 of 100, student 56 -> 79 %.
     The same rule holds for every model; nothing is special-cased for the shipped ones.
     """
+    return default_config(_data_kind(model, spec, "config_for"), **overrides)
+
+
+def _data_kind(model: nn.Module, spec: Any, who: str) -> str:
+    """The data kind (``digits`` / ``natural``) from ``spec`` or the model's own."""
     spec = spec if spec is not None else getattr(model, "spec", None)
     if spec is None:
-        raise ValueError("config_for needs the model's spec (input channels)")
+        raise ValueError(f"{who} needs the model's spec (input channels)")
     from .data import data_kind
 
-    return default_config(data_kind(spec), **overrides)
+    return data_kind(spec)
 
 
 def defaults_explained(model: nn.Module, spec: Any = None) -> list[str]:
     """What :func:`config_for` decided for this model, in plain words (for the app and the CLI)."""
-    spec = spec if spec is not None else getattr(model, "spec", None)
-    if spec is None:
-        raise ValueError("defaults_explained needs the model's spec (input channels)")
-    from .data import data_kind
-
-    kind = data_kind(spec)
+    kind = _data_kind(model, spec, "defaults_explained")
     notes = [("grey input: the digits recipe (strokes on a dark background, centred, brightest pixel held at 1)"
               if kind == "digits" else
               "colour input: the natural-image recipe (smooth colour regions, no sparsity prior)")
@@ -325,13 +327,24 @@ def _gaussian_kernel(sigma: float, channels: int, device: torch.device) -> torch
     return k2.expand(channels, 1, -1, -1).contiguous()
 
 
-def _as_targets(targets: Any, num_classes: int) -> torch.Tensor:
+def input_shape_of(model: nn.Module, input_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    """``input_shape`` if given, else the model's spec's (C, H, W)."""
+    if input_shape is not None:
+        return tuple(input_shape)
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise ValueError("model has no .spec; pass input_shape=(C, H, W)")
+    return tuple(spec.input_shape)
+
+
+def as_targets(targets: Any, num_classes: int) -> torch.Tensor:
+    """Class indices (N,) or soft labels (N, num_classes), checked (synthesis, editing)."""
     t = torch.as_tensor(targets)
     if t.dim() == 1 and not t.is_floating_point():
         if len(t) == 0:
             raise ValueError("targets is empty")
         if t.min() < 0 or t.max() >= num_classes:
-            raise ValueError(f"targets must be class indices in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
+            raise ValueError(f"targets must be class indices in [0, {num_classes - 1}], got {int(t.min())}..{int(t.max())}")
         return t.long()
     if t.dim() == 2 and t.is_floating_point():
         if t.shape[1] != num_classes:
@@ -414,7 +427,7 @@ def _setup(work: nn.Module, targets: Any, config: SynthConfig, init: torch.Tenso
     the starting candidates."""
     named = select_params(work, config.params, input_shape=shape)
     forward, leaves = functional_model(work, named)
-    y = _as_targets(targets, num_classes(work, shape, device)).to(device)
+    y = as_targets(targets, num_classes(work, shape, device)).to(device)
     n, (c, h, w), r = len(y), shape, config.resolution
     if init is not None:
         init = torch.as_tensor(init, dtype=torch.float32)
@@ -673,11 +686,7 @@ def synthesize(
     ``init``: (N, C, H, W) images in [0, 1] to start from (k real shots, other data, or the image
     to edit); default: seeded noise.  ``callback(info)`` is called every step; returning True stops.
     """
-    spec = getattr(model, "spec", None)
-    if input_shape is None:
-        if spec is None:
-            raise ValueError("model has no .spec; pass input_shape=(C, H, W)")
-        input_shape = tuple(spec.input_shape)
+    input_shape = input_shape_of(model, input_shape)
     if config is None:
         config = default_config("digits" if input_shape[0] == 1 else "natural")
     work, device = on_device(model, device)
@@ -752,11 +761,9 @@ def measure_step_cost(model: nn.Module, candidates: int, config: SynthConfig | N
         raise ValueError("candidates must be >= 1 and probe_steps >= 2")
     stamps: list[float] = []
     t0 = time.perf_counter()
-    cfg = replace(config or default_config("digits"), steps=probe_steps, history_every=10 ** 9)
-    if input_shape is None:
-        if getattr(model, "spec", None) is None:
-            raise ValueError("model has no .spec; pass input_shape=(C, H, W)")
-        input_shape = tuple(model.spec.input_shape)
+    # never extended: the probe times steps, and a longer run would only cost more of them
+    cfg = replace(config or default_config("digits"), steps=probe_steps, history_every=10 ** 9, extend=0.0)
+    input_shape = input_shape_of(model, input_shape)
     k = num_classes(model, input_shape, next(model.parameters()).device)
     synthesize(model, [i % k for i in range(candidates)], cfg, device=device, input_shape=input_shape,
                callback=lambda info: stamps.append(time.perf_counter()) and False)
