@@ -52,13 +52,13 @@ def default_edit_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     test digits the LeNet / MLP judges agree with the target on 87 % / 67 % of the edits, against
     42 % / 46 % for the cross-entropy baseline and 14 % / 9 % without the jitter view).  A larger
     anchor keeps more of the original and convinces the judges less (anchor 10: SSIM 0.56 instead
-    of 0.41, judges 65 % / 45 %).  No centre prior, stretch or
+    of 0.41, judges 65 % / 45 %).  No centre or centre-of-mass prior, stretch or
     reseeding: an edit keeps the original's framing and brightness and is never restarted from
     noise.  ``natural`` (colour) uses the same recipe without L1; it is not benchmarked.
     """
     base = default_config(kind, steps=150, lr=0.04, lr_lambda=0.0, anchor=2.0, l1=0.5 if kind == "digits" else 0.0,
-                          tv=0.3, diversity=0.0, centre=0.0, stretch=False, jitter=PAPER_AUGMENT, jitter_weight=2.0,
-                          reseed=0.0, extend=0.0)
+                          tv=0.3, diversity=0.0, centre=0.0, mass_centre=0.0, stretch=False, jitter=PAPER_AUGMENT,
+                          jitter_weight=2.0, reseed=0.0, extend=0.0)
     return replace(base, **overrides)
 
 

@@ -1,6 +1,7 @@
 """The DeepKKT engine on tiny seeded models (fast), plus one check on the shipped MNIST model."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -286,6 +287,25 @@ def test_centre_prior_moves_ink_to_the_centre() -> None:
     assert float(res.images[..., border].mean()) < 0.5 * float(init[..., border].mean())
 
 
+def test_mass_centre_prior_balances_ink_around_the_centre() -> None:
+    from dsvlib.losses import mass_centre_prior
+
+    ring = torch.zeros(1, 1, 8, 8)
+    ring[..., 0, :] = ring[..., -1, :] = 1  # far out but balanced: no cost (the centre prior's case)
+    corner = torch.zeros(1, 1, 8, 8)
+    corner[..., 0:3, 0:3] = 1  # off balance
+    assert float(mass_centre_prior(ring)) < 1e-6 < float(mass_centre_prior(corner))
+    # the centre of mass, in half-sides, squared: pixels 0..2 of 8 sit at -1 + 2/7 in each axis
+    assert math.isclose(float(mass_centre_prior(corner)), 2 * (-1 + 2 / 7) ** 2, rel_tol=1e-5)
+    # as a synthesis prior it moves a blob that sits off centre back towards the centre
+    cfg = replace(FAST, steps=60, stationarity="none", primal_weight=0.0, augment=None, tv=0.0, mass_centre=5.0)
+    init = torch.zeros(2, 1, 8, 8)
+    init[:, :, 0:4, 0:4] = 0.8
+    init += 0.1
+    res = synthesize(tiny_model(), torch.tensor([0, 1]), cfg, init=init)
+    assert float(mass_centre_prior(res.images).max()) < 0.25 * float(mass_centre_prior(init).min())
+
+
 def test_lr_decay_reaches_zero_step() -> None:
     cfg = replace(FAST, steps=10, augment=None, lr_decay=True)
     seen = []
@@ -562,6 +582,21 @@ def test_presets_quick_look_never_extends_the_recipe_may() -> None:
     assert PRESETS["recipe"].config("digits").extend > 0.0
 
 
+def test_a_dropped_candidate_is_shown_as_it_was_when_dropped() -> None:
+    # after the drop only the priors would move it (with the centre-of-mass prior: a dim glow)
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 3)
+    cfg = replace(FAST, steps=30, augment=None, lr_lambda=3.0, reseed=0.0, l1=1.0, tv=1.0, mass_centre=5.0)
+    seen: list[torch.Tensor] = []
+    res = synthesize(model, t, cfg, callback=lambda i: seen.append(i.images()))
+    dropped = {int(k): s for k, s in res.trust["dropped"].items()}
+    early = {i: s for i, s in dropped.items() if s < cfg.steps - 5}
+    assert early, "this test needs a candidate dropped well before the end"
+    for i, s in early.items():
+        assert torch.equal(res.images[i], seen[s][i].clamp(0, 1))
+        assert torch.equal(seen[s][i], seen[-1][i])
+    kept = res.kept.nonzero().flatten()
+    assert len(kept) and not torch.equal(seen[5][kept], seen[-1][kept])  # the others went on
 def test_the_extension_restarts_the_candidates_dropped_in_the_probe() -> None:
     model = tiny_model().eval()
     t = torch.tensor([0, 1, 2] * 3)
