@@ -139,9 +139,10 @@ def seeds_section() -> list[str]:
 def screens_section(paths: list[Path]) -> list[str]:
     """Screening runs of bench_zoo.py (one synthesis seed, one student seed): the settings tried."""
     out = ["Screening runs behind the defaults (`python bench/bench_zoo.py --teachers T --student-seeds 1 "
-           "--set KEY=VALUE ... --tag TAG`; one synthesis seed and one student seed each, so differences of a few "
-           "points are noise; earlier screens ran before the defaults moved, their base is named):", "",
-           "| run | settings on top of the defaults then | teacher | kept | best cos | student (1 seed) | judges | diversity |",
+           "--set KEY=VALUE ... --tag TAG`; one synthesis seed and one student seed each (the `zoo_e_` screens: "
+           "three student seeds), so differences of a few points are noise; earlier screens ran before the defaults "
+           "moved, their base is named):", "",
+           "| run | settings on top of the defaults then | teacher | kept | best cos | student (students) | judges | diversity |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in paths:
         res = json.loads(p.read_text())
@@ -149,9 +150,10 @@ def screens_section(paths: list[Path]) -> list[str]:
             judges = " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
             base = (f"lr_lambda {r['config'].get('lr_lambda')}, reseed {r['config'].get('reseed')}, "
                     f"bn_prior {r['config'].get('bn_prior', 'absent')}, extend {r['config'].get('extend', 'absent')}, "
+                    f"mass_centre {r['config'].get('mass_centre', 'absent')}, "
                     f"steps run {r.get('steps_run', r['config'].get('steps'))}")
             out.append(f"| {p.stem} | {' '.join(res['overrides']) or '-'} ({base}) | {r['teacher']} | {r['kept']} of "
-                       f"{r['candidates']} | {r['best_cosine']:.2f} | {100 * r['student_mean']:.1f} % | {judges} | "
+                       f"{r['candidates']} | {r['best_cosine']:.2f} | {100 * r['student_mean']:.1f} % ({len(r.get('student_runs', [])) or 1}) | {judges} | "
                        f"{r['diversity']:.2f} |")
     return out + [""]
 
