@@ -219,8 +219,12 @@ class Preset:
 
     extend: bool = True  # may the run go on past ``steps`` (see SynthConfig.extend)?
 
+    def overrides(self) -> dict[str, Any]:
+        """What the preset sets on top of the defaults (:func:`default_config`, :func:`config_for`)."""
+        return {"steps": self.steps, **({} if self.extend else {"extend": 0.0})}
+
     def config(self, kind: str, **overrides: Any) -> SynthConfig:
-        return default_config(kind, **{"steps": self.steps, **({} if self.extend else {"extend": 0.0}), **overrides})
+        return default_config(kind, **{**self.overrides(), **overrides})
 
 
 # "quick": a first readable grid in seconds (2 per class x 150 steps: 7.6-8.4 s from Generate to the

@@ -70,7 +70,9 @@ def synthesize_page() -> None:
                                      "none: class maximisation only, no stationarity.")
         st.caption("Defaults for this model: " + "; ".join(defaults_explained(active.model, active.spec)) + ".")
     n = len(chosen) * per_class
-    cfg = config_for(active.model, active.spec, steps=steps, params=params, stationarity=distance)
+    # a preset's own settings (Quick look never extends its run), or the custom step count
+    size = PRESETS[preset].overrides() if preset in PRESETS else {"steps": steps}
+    cfg = config_for(active.model, active.spec, **size, params=params, stationarity=distance)
     _estimate_caption(active, n, cfg)
 
     def start() -> None:
@@ -319,7 +321,7 @@ def _mixing(active: common.ActiveModel, names: list[str]) -> None:
     def start() -> None:
         ia, ib = names.index(a), names.index(b)
         targets = soft_targets([ia] * count, [ib] * count, delta, len(names))
-        model, cfg, device = active.model, config_for(active.model, active.spec, steps=steps), active.device
+        model, cfg, device = active.model, config_for(active.model, active.spec, steps=steps, extend=0.0), active.device
 
         def work(job: Job):
             res = synthesize(model, targets, cfg, seed=0, device=device, callback=live.StepReporter(job))

@@ -249,6 +249,7 @@ def _quick_look(page, timing: str, shot: str) -> None:
     expect(page.get_by_text("Trust reading:")).to_be_visible()
     _record(timing, time.monotonic() - t0)
     _settle(page)
+    expect(page.get_by_text("(extended past")).to_have_count(0)  # Quick look never extends its run
     expect(page.get_by_test_id("stImageCaption").filter(has_text=" · p=")).to_have_count(20)  # the grid
     expect(page.get_by_text("Traceback")).to_have_count(0)
     # Square thumbnails: rounded corners would hide a mark in a corner (the shortcut model's).
@@ -265,6 +266,8 @@ def test_quick_look_end_to_end(server: Server, browser) -> None:
         generate = page.get_by_role("button", name="Generate")
         generate.wait_for()
         expect(page.get_by_text("20 candidates x 150 steps on cpu")).to_be_visible()  # Quick look is the default
+        expect(page.get_by_text("Estimated time")).to_be_visible()
+        expect(page.get_by_text("the run goes on for")).to_have_count(0)  # and never extends
         _quick_look(page, "quick_look_click_to_result_s", "synthesize.png")
 
 
