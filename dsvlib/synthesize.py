@@ -146,9 +146,9 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     0.4, ``extend_below`` 0.8), the candidates dropped so far restarting from noise.  On the zoo
     (bench/bench_zoo.py) that raised the BatchNorm ConvNet's student from 79.0 to 83.3 % and the
     ResNet's from 60.4 to 74.7 % (seed 0; 81.7 % and 73.2 % over seeds 0-2, before the
-    centre-of-mass prior) and cost a shifted instance-norm ConvNet 1.5 points; the shipped model reaches 0.80-0.82 by step 300 (3 seeds) and
-    stops there, inside the speed budget; weak runs (under 0.4) gained no cosine from 300 more steps
-    and lost candidates.
+    centre-of-mass prior) and cost a shifted instance-norm ConvNet 1.5 points; the shipped model
+    reaches 0.80-0.82 by step 300 (3 seeds) and stops there, inside the speed budget; weak runs
+    (under 0.4) gained no cosine from 300 more steps and lost candidates.
     ``natural`` (colour images): TV 3, the same jitter view, no sparsity prior, init around 0.5.
     On a BatchNorm ConvNet trained on the colour shapes (bench/bench_zoo.py screens, one seed) the
     earlier TV 1 without the jitter view gave colour textures that the judges read 71 % / 79 %; with
