@@ -323,6 +323,9 @@ def test_onnx_upload_of_an_unregistered_architecture_runs_a_quick_look(server: S
         page.get_by_text("My file has no dsvlib metadata").click()
         _settle(page)
         page.get_by_test_id("stMain").get_by_role("combobox", name="Architecture").click()
+        # typing filters the long list (registry + torchvision models): the dropdown renders only the
+        # options in view, so an option further down may not exist in the page to click
+        page.keyboard.type("ONNX graph")
         page.get_by_role("option", name="ONNX graph").click()
         _settle(page)
         page.locator("input[type=file]").set_input_files(str(onnx_file))
