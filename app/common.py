@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import os
 import re
 import tempfile
 import threading
@@ -44,10 +45,18 @@ def available_devices() -> list[str]:
     return [f"cuda:{i}" for i in range(n)] + ["cpu"]
 
 
+def run_threads() -> int:
+    """The torch threads a run uses on the CPU: all cores but one (app/main.py sets them on the script
+    thread, whose job threads inherit them); ``DSV_TORCH_THREADS`` overrides."""
+    return int(os.environ.get("DSV_TORCH_THREADS") or max(1, (os.cpu_count() or 1) - 1))
+
+
 def device_label(device: str) -> str:
     if device.startswith("cuda"):
         return f"GPU {device.split(':')[-1]}: {torch.cuda.get_device_name(torch.device(device))}"
-    n = torch.get_num_threads()
+    # the configured count, not torch.get_num_threads(): that is per thread, and a thread that read
+    # it before the app set it (a test's main thread) would label the same device differently
+    n = run_threads()
     return f"CPU ({n} thread{'s' if n != 1 else ''} for runs)"
 
 

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app.common import keep_widget_values, shown_errors  # noqa: E402
+from app.common import keep_widget_values, run_threads, shown_errors  # noqa: E402
 from pages import classroom, edit, model, selection, synthesize  # noqa: E402
 from pages.help import help_page  # noqa: E402
 
@@ -27,7 +26,7 @@ def _cpu_threads() -> None:
     timing `synthesize` with the core kept busy by a shell loop).  DSV_TORCH_THREADS overrides."""
     import torch
 
-    n = int(os.environ.get("DSV_TORCH_THREADS") or max(1, (os.cpu_count() or 1) - 1))
+    n = run_threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 import time
 import zipfile
@@ -525,3 +526,17 @@ def test_tile_layout() -> None:
     assert grid.dtype == np.uint8 and grid.shape == (2 * 58 + 2, 3 * 58 + 2)
     assert grid[60:116, 60:116].min() == 255  # the 5th image (white) is row 2, column 2
     assert grid[2:58, 2:58].max() == 0
+
+
+def test_the_cpu_label_names_the_threads_runs_use_whichever_thread_asks(monkeypatch) -> None:
+    # torch's thread count is per thread: the label must not depend on which thread renders it
+    import threading
+
+    monkeypatch.setenv("DSV_TORCH_THREADS", "3")
+    seen: list[str] = []
+    worker = threading.Thread(target=lambda: (torch.set_num_threads(1), seen.append(common.device_label("cpu"))))
+    worker.start()
+    worker.join()
+    assert seen == [common.device_label("cpu")] == ["CPU (3 threads for runs)"]
+    monkeypatch.delenv("DSV_TORCH_THREADS")
+    assert common.run_threads() == max(1, (os.cpu_count() or 1) - 1)
