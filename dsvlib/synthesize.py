@@ -91,6 +91,11 @@ class SynthConfig:
     extend_from: float = 0.4
     extend_below: float = 0.8
 
+    @property
+    def extra_steps(self) -> int:
+        """The steps an extended run adds after its ``steps`` (0 when runs never extend)."""
+        return int(round(self.extend * self.steps))
+
     def __post_init__(self) -> None:
         if self.stationarity not in ("cos", "l1", "l2", "none"):
             raise ValueError(f"stationarity must be 'cos', 'l1', 'l2' or 'none', got {self.stationarity!r}")
@@ -630,7 +635,7 @@ def _planned_steps(run: _Run, st: _State) -> int:
     would spare the shifted ConvNet, but the ResNet's cosine does not rise either and it needs the
     second round (bench/NOTES.md, item 8)."""
     cfg = run.config
-    extra = int(round(cfg.extend * cfg.steps))
+    extra = cfg.extra_steps
     if (extra > 0 and cfg.stationarity != "none" and not run.from_init
             and cfg.extend_from <= st.best_cos < cfg.extend_below):
         # a second round: the candidates dropped so far restart from noise with the extra steps

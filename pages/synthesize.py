@@ -106,7 +106,7 @@ def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
     except Exception as e:  # noqa: BLE001 - an estimate is a nicety; say why there is none
         st.caption(f"{text} (no time estimate: {common.error_message(e, 'measuring a step')}).")
         return
-    extra = int(round(cfg.extend * cfg.steps))
+    extra = cfg.extra_steps
     longer = (f" If the stationarity cosine after {cfg.steps} steps lies between {cfg.extend_from:.1f} and "
               f"{cfg.extend_below:.1f}, the run goes on for {extra} more steps (about "
               f"{cost.estimate(cfg.steps + extra):.0f} s in all): such models gained from them."
