@@ -67,6 +67,12 @@ class SynthConfig:
     clean_view: bool = False  # also add L_kkt on the un-augmented x (paper: L(X) + eta L(AX))
     jitter: Augment | None = None  # robustness view: cross-entropy on a freshly augmented copy, no stationarity on it
     jitter_weight: float = 1.0
+    # coarse view: cross-entropy on a copy averaged over coarse_factor x coarse_factor blocks and scaled
+    # back up (the class must be in the low frequencies, as in real images), in the second round of a run
+    # extended with a probe cosine under coarse_below (a "partial" reading)
+    coarse: float = 0.0
+    coarse_factor: int = 4
+    coarse_below: float = 0.6
     tv: float = 0.0
     norm: float = 0.0
     l1: float = 0.0
@@ -105,12 +111,14 @@ class SynthConfig:
             raise ValueError(f"reseed must be a fraction of the steps in [0, 1], got {self.reseed}")
         if self.resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {self.resolution}")
-        for name in ("extend_from", "extend_below"):  # cosines
+        if self.coarse_factor < 1:
+            raise ValueError(f"coarse_factor must be >= 1, got {self.coarse_factor}")
+        for name in ("extend_from", "extend_below", "coarse_below"):  # cosines
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise ValueError(f"{name} must be a finite number (a cosine), got {v}")
         for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity",
-                     "feature_diversity", "bn_prior", "anchor", "primal_weight", "jitter_weight", "extend"):
+                     "feature_diversity", "bn_prior", "anchor", "primal_weight", "jitter_weight", "coarse", "extend"):
             v = getattr(self, name)
             if not (v >= 0 and v == v and v != float("inf")):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
@@ -159,7 +167,8 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     earlier TV 1 without the jitter view gave colour textures that the judges read 71 % / 79 %; with
     the jitter view and TV 3 circles, squares, triangles and crosses appear (judges 92 % / 85 %).
     """
-    common = dict(steps=300, lr=0.05, lr_lambda=0.03, init_noise=0.3, augment=None, reseed=0.3, extend=1.0)
+    common = dict(steps=300, lr=0.05, lr_lambda=0.03, init_noise=0.3, augment=None, reseed=0.3, extend=1.0,
+                  coarse=1.0)
     if kind == "digits":
         cfg = SynthConfig(tv=3.0, l1=1.0, background=0.0, centre=8.0, mass_centre=30.0, stretch=True, init_mean=0.0,
                           jitter=PAPER_AUGMENT, jitter_weight=1.0, **common)
@@ -330,7 +339,7 @@ def trust_reading(cosine: float) -> str:
 
 # the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior")
-LOSS_TERMS = ("total", "stationarity", "primal", "jitter", *_PRIORS)
+LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 
 def _gaussian_kernel(sigma: float, channels: int, device: torch.device) -> torch.Tensor:
@@ -340,6 +349,15 @@ def _gaussian_kernel(sigma: float, channels: int, device: torch.device) -> torch
     k2 = torch.outer(g, g)
     k2 = k2 / k2.sum()
     return k2.expand(channels, 1, -1, -1).contiguous()
+
+
+def coarse_view(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``x`` averaged over ``factor`` x ``factor`` blocks and scaled back up (bilinear): its low frequencies."""
+    if factor <= 1:
+        return x
+    h, w = x.shape[-2:]
+    small = F.adaptive_avg_pool2d(x, (max(1, h // factor), max(1, w // factor)))
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def input_shape_of(model: nn.Module, input_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
@@ -436,6 +454,7 @@ class _State:
     best_cos: float = -1.0
     extended_at: int | None = None  # the step after which the run was extended (None: not extended)
     reseed_until: int = 0  # a candidate dropped before this step restarts from noise
+    coarse: bool = False  # the coarse view acts (the second round of a run that read partial)
 
 
 def _setup(work: nn.Module, targets: Any, config: SynthConfig, init: torch.Tensor | None, seed: int,
@@ -526,7 +545,7 @@ def _objective(run: _Run, st: _State, cap: _Captured, collecting: list[bool]
         total = total + wgt * (cfg.stationarity_weight * stat + cfg.primal_weight * prim)
         stat_sum += float(stat.detach())
         primal_sum += float(prim.detach())
-    terms = {"stationarity": stat_sum, "primal": primal_sum, "jitter": 0.0}
+    terms = {"stationarity": stat_sum, "primal": primal_sum, "jitter": 0.0, "coarse": 0.0}
     if cfg.jitter is not None and cfg.jitter.enabled and kept.any():
         # robustness: a shifted, rescaled, partly cut-out copy must be its class too, with
         # confidence (cross-entropy, not the hinge); one forward and backward, no second
@@ -534,6 +553,12 @@ def _objective(run: _Run, st: _State, cap: _Captured, collecting: list[bool]
         jit = per_sample_loss(run.forward(cfg.jitter(x, run.gen)), y)[kept].mean()
         total = total + cfg.jitter_weight * jit
         terms["jitter"] = float(jit.detach())
+    if st.coarse and cfg.coarse > 0 and kept.any():
+        # the class must survive losing the fine detail, as a real digit's does: fragments and
+        # frame-filling textures do not
+        crs = per_sample_loss(run.forward(coarse_view(x, cfg.coarse_factor)), y)[kept].mean()
+        total = total + cfg.coarse * crs
+        terms["coarse"] = float(crs.detach())
     priors = _prior_terms(cfg, x, run, cap)
     for name in _PRIORS:
         wt = getattr(cfg, name)
@@ -645,6 +670,10 @@ def _planned_steps(run: _Run, st: _State) -> int:
         if len(dropped):
             _restart(run, st, dropped, cfg.steps)
         st.reseed_until = cfg.steps + int(cfg.reseed * extra)
+        # a partial reading: stationarity shapes the candidates only in part, and they stay fragments
+        # or textures that only this model reads; the second round asks that the class survive the
+        # coarse view too (bench/NOTES.md, item 9)
+        st.coarse = cfg.coarse > 0 and st.best_cos < cfg.coarse_below
         return cfg.steps + extra
     return cfg.steps
 
@@ -674,7 +703,12 @@ def _trust(run: _Run, st: _State, hist: dict[str, list], work: nn.Module, images
     if st.extended_at is not None:
         out["reading"] += (f" The run went on past its {st.extended_at} steps because its cosine there lay between "
                            f"{cfg.extend_from:.2f} and {cfg.extend_below:.2f} (more steps helped such models).")
+        if st.coarse:
+            out["reading"] += (f" Its cosine there was under {cfg.coarse_below:.2f}, so for those steps the class also had to "
+                               f"show in a coarse copy ({cfg.coarse_factor}x{cfg.coarse_factor} blocks), as a real "
+                               "image's does: fragments and textures that only this model reads do not.")
     out["extended_at"] = st.extended_at
+    out["coarse_at"] = st.extended_at if st.coarse else None
     out["dropped"] = {str(k): v for k, v in st.dropped_at.items()}
     out["reseeded"] = {str(k): v for k, v in st.reseeded.items()}
     return out

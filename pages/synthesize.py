@@ -110,6 +110,9 @@ def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
     longer = (f" If the stationarity cosine after {cfg.steps} steps lies between {cfg.extend_from:.1f} and "
               f"{cfg.extend_below:.1f}, the run goes on for {extra} more steps (about "
               f"{cost.estimate(cfg.steps + extra):.0f} s in all): such models gained from them."
+              + (f" Under {cfg.coarse_below:.1f} those steps also ask that the class show in a coarse copy of each "
+                 "candidate, so that fragments only this model reads become shapes a person reads."
+                 if cfg.coarse > 0 else "")
               if extra > 0 else "")
     st.caption(f"{text}. Estimated time: about {cost.estimate(cfg.steps):.0f} s (measured here: "
                f"{1000 * cost.step_seconds:.0f} ms a step after {cost.setup_seconds:.1f} s of set-up; other "

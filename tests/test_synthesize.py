@@ -610,3 +610,51 @@ def test_the_extension_restarts_the_candidates_dropped_in_the_probe() -> None:
     restarted = {int(k) for k, steps in res.trust["reseeded"].items() if 10 in steps}
     assert restarted == dropped
 
+
+
+def test_the_coarse_view_keeps_the_low_frequencies_and_drops_the_fine_detail() -> None:
+    from dsvlib.synthesize import coarse_view
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.equal(coarse_view(x, 1), x)
+    flat = torch.full((1, 1, 16, 16), 0.3)
+    assert torch.allclose(coarse_view(flat, 4), flat)
+    # a 1-pixel checkerboard (texture) becomes flat grey; a 4x4-block pattern (shape) survives mostly
+    yy, xx = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    fine = ((yy + xx) % 2).float().view(1, 1, 16, 16)
+    blocks = ((yy // 8 + xx // 8) % 2).float().view(1, 1, 16, 16)
+    assert float((coarse_view(fine, 4) - 0.5).abs().max()) < 1e-6
+    assert float((coarse_view(blocks, 4) - blocks).abs().mean()) < 0.2
+    assert abs(float(coarse_view(x, 4).mean() - x.mean())) < 0.02
+
+
+def test_a_run_that_reads_partial_asks_for_the_coarse_view_in_its_second_round_only() -> None:
+    from dsvlib.synthesize import coarse_view
+    from dsvlib.kkt import per_sample_loss
+
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 2)
+    # every cosine lies in the extension band; coarse_below decides whether the coarse view acts
+    cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01, coarse=3.0,
+                  coarse_factor=2, coarse_below=1.01)
+    seen: list[torch.Tensor] = []
+    res = synthesize(model, t, cfg, callback=lambda i: seen.append(i.images()))
+    terms = res.history["coarse"]
+    assert res.trust["coarse_at"] == 10 and "coarse copy" in res.trust["reading"]
+    assert all(v == 0.0 for v in terms[:10]) and all(v > 0.0 for v in terms[10:])
+    assert not res.trust["dropped"] and not res.trust["reseeded"]  # so step 10 starts from step 9's images
+    with torch.no_grad():  # the term is the model's cross-entropy on the coarse copy
+        expected = float(per_sample_loss(model(coarse_view(seen[9], 2)), t).mean())
+    assert terms[10] == pytest.approx(expected, rel=1e-4)
+    # above coarse_below, or with the weight at 0, the run is the plain extended run, bit for bit
+    plain = synthesize(model, t, replace(cfg, coarse=0.0))
+    above = synthesize(model, t, replace(cfg, coarse_below=-1.0))
+    assert above.trust["coarse_at"] is None and "coarse copy" not in above.trust["reading"]
+    assert torch.equal(above.images, plain.images) and not torch.equal(res.images, plain.images)
+    # the term does what it says: the model reads the coarse copies of the DSVs with more confidence
+    with torch.no_grad():
+        loss = [float(per_sample_loss(model(coarse_view(r.images, 2)), t).mean()) for r in (res, plain)]
+    assert loss[0] < loss[1]
+    # a run that is not extended never gets it
+    assert synthesize(model, t, replace(cfg, extend_below=-1.0)).trust["coarse_at"] is None
