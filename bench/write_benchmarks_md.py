@@ -141,7 +141,9 @@ def screens_section(paths: list[Path]) -> list[str]:
     out = ["Screening runs behind the defaults (`python bench/bench_zoo.py --teachers T --student-seeds 1 "
            "--set KEY=VALUE ... --tag TAG`; one synthesis seed and one student seed each (the `zoo_e_` screens: "
            "three student seeds), so differences of a few points are noise; earlier screens ran before the defaults "
-           "moved, their base is named):", "",
+           "moved, their base is named; in the `zoo_f_` screens the coarse view acted from the first step of every run, "
+           "`coarse_factor`, `coarse_hinge` and `coarse_until` / `coarse_from` chose its scale, its loss and its steps, "
+           "options since removed, except `zoo_f_c1from1_resnet`, which is today's rule):", "",
            "| run | settings on top of the defaults then | teacher | kept | best cos | student (students) | judges | diversity |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in paths:
@@ -150,7 +152,7 @@ def screens_section(paths: list[Path]) -> list[str]:
             judges = " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
             base = (f"lr_lambda {r['config'].get('lr_lambda')}, reseed {r['config'].get('reseed')}, "
                     f"bn_prior {r['config'].get('bn_prior', 'absent')}, extend {r['config'].get('extend', 'absent')}, "
-                    f"mass_centre {r['config'].get('mass_centre', 'absent')}, "
+                    f"mass_centre {r['config'].get('mass_centre', 'absent')}, coarse {r['config'].get('coarse', 'absent')}, "
                     f"steps run {r.get('steps_run', r['config'].get('steps'))}")
             out.append(f"| {p.stem} | {' '.join(res['overrides']) or '-'} ({base}) | {r['teacher']} | {r['kept']} of "
                        f"{r['candidates']} | {r['best_cosine']:.2f} | {100 * r['student_mean']:.1f} % ({len(r.get('student_runs', [])) or 1}) | {judges} | "
