@@ -169,6 +169,7 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     ResNet of bench/bench_zoo.py (the zoo's one partial teacher) the MLP judge read 79.1 -> 86.3 %
     of the DSVs over seeds 0-2 and the student learned 73.4 -> 71.8 %.  From the start of every
     run it cost a BatchNorm ConvNet's student 83 -> 73 % (one seed), so strong runs never get it.
+    Not measured on colour images (the zoo's colour teacher reads weak and is never extended).
     ``natural`` (colour images): TV 3, the same jitter view, no sparsity prior, init around 0.5.
     On a BatchNorm ConvNet trained on the colour shapes (bench/bench_zoo.py screens, one seed) the
     earlier TV 1 without the jitter view gave colour textures that the judges read 71 % / 79 %; with
