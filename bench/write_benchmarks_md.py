@@ -143,7 +143,7 @@ def screens_section(paths: list[Path]) -> list[str]:
            "three student seeds), so differences of a few points are noise; earlier screens ran before the defaults "
            "moved, their base is named; in the `zoo_f_` screens the coarse view acted from the first step of every run, "
            "`coarse_factor`, `coarse_hinge` and `coarse_until` / `coarse_from` chose its scale, its loss and its steps, "
-           "options since removed, except `zoo_f_c1from1_resnet`, which is today's rule):", "",
+           "options since removed, except `zoo_f_c1from1_resnet`, which is today's rule, and `zoo_f_cb08_*`, today's rule with the bound at 0.8):", "",
            "| run | settings on top of the defaults then | teacher | kept | best cos | student (students) | judges | diversity |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in paths:
