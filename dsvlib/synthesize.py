@@ -561,7 +561,7 @@ def _objective(run: _Run, st: _State, cap: _Captured, collecting: list[bool]
         jit = per_sample_loss(run.forward(cfg.jitter(x, run.gen)), y)[kept].mean()
         total = total + cfg.jitter_weight * jit
         terms["jitter"] = float(jit.detach())
-    if st.coarse and cfg.coarse > 0 and kept.any():
+    if st.coarse and kept.any():  # st.coarse implies a weight > 0 (_planned_steps)
         # the class must survive losing the fine detail, as a real digit's does: fragments and
         # frame-filling textures do not
         crs = per_sample_loss(run.forward(coarse_view(x, cfg.coarse_factor)), y)[kept].mean()
