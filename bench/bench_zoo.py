@@ -106,6 +106,7 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
         "judges": {k: judge_accuracy(j, x, y) if len(x) else 0.0 for k, j in judges.items()},
         "diversity": diversity(x, y), "primal_feasible": feasible, "seconds": res.seconds,
         "steps_run": res.steps_run, "extended_at": res.trust.get("extended_at"),
+        "coarse_at": res.trust.get("coarse_at"), "coarse_read": res.trust.get("coarse_read"),
         "dropped_at_steps": sorted(res.trust["dropped"].values()),
         "reseeded": sum(len(v) for v in res.trust["reseeded"].values()),
         "config": {k: (repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v)

@@ -110,8 +110,10 @@ def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
     longer = (f" If the stationarity cosine after {cfg.steps} steps lies between {cfg.extend_from:.1f} and "
               f"{cfg.extend_below:.1f}, the run goes on for {extra} more steps (about "
               f"{cost.estimate(cfg.steps + extra):.0f} s in all): such models gained from them."
-              + (f" Under {cfg.coarse_below:.1f} those steps also ask that the class show in a coarse copy of each "
-                 "candidate, so that fragments only this model reads become shapes a person reads."
+              + (f" Under {cfg.coarse_below:.1f}, or where the model then reads at least {100 * cfg.coarse_read:.0f} % "
+                 "of its candidates from a coarse copy of each, those steps also ask that the class show in that copy, "
+                 "so that fragments and textures only this model reads become shapes a person reads (one more pass "
+                 "through the model a step, not in this estimate)."
                  if cfg.coarse > 0 else "")
               if extra > 0 else "")
     st.caption(f"{text}. Estimated time: about {cost.estimate(cfg.steps):.0f} s (measured here: "

@@ -649,7 +649,7 @@ def test_a_run_that_reads_partial_asks_for_the_coarse_view_in_its_second_round_o
     assert terms[10] == pytest.approx(expected, rel=1e-4)
     # above coarse_below, or with the weight at 0, the run is the plain extended run, bit for bit
     plain = synthesize(model, t, replace(cfg, coarse=0.0))
-    above = synthesize(model, t, replace(cfg, coarse_below=-1.0))
+    above = synthesize(model, t, replace(cfg, coarse_below=-1.0, coarse_read=1.01))
     assert above.trust["coarse_at"] is None and "coarse copy" not in above.trust["reading"]
     assert torch.equal(above.images, plain.images) and not torch.equal(res.images, plain.images)
     # the term does what it says: the model reads the coarse copies of the DSVs with more confidence
@@ -658,3 +658,26 @@ def test_a_run_that_reads_partial_asks_for_the_coarse_view_in_its_second_round_o
     assert loss[0] < loss[1]
     # a run that is not extended never gets it
     assert synthesize(model, t, replace(cfg, extend_below=-1.0)).trust["coarse_at"] is None
+
+
+def test_a_strong_run_gets_the_coarse_view_when_its_model_reads_its_candidates_coarse_copies() -> None:
+    from dsvlib.synthesize import coarse_view
+
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 2)
+    # every cosine lies in the extension band and none under coarse_below: coarse_read decides
+    cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01, coarse=3.0,
+                  coarse_factor=2, coarse_below=-1.0)
+    seen: list[torch.Tensor] = []
+    res = synthesize(model, t, replace(cfg, coarse_read=0.0), callback=lambda i: seen.append(i.images()))
+    assert not res.trust["dropped"] and not res.trust["reseeded"]  # every candidate is kept at step 10
+    with torch.no_grad():  # the fraction the model reads from the coarse copies at the end of the probe
+        read = float((model(coarse_view(seen[9], 2)).argmax(1) == t).float().mean())
+        clean = float((model(seen[9]).argmax(1) == t).float().mean())
+    assert read != clean, "the coarse copies must read differently for this test to mean anything"
+    assert res.trust["coarse_read"] == pytest.approx(read)
+    assert res.trust["coarse_at"] == 10 and "from a coarse copy" in res.trust["reading"]
+    assert synthesize(model, t, replace(cfg, coarse_read=read)).trust["coarse_at"] == 10
+    over = synthesize(model, t, replace(cfg, coarse_read=read + 1e-3))
+    assert over.trust["coarse_at"] is None and "coarse copy" not in over.trust["reading"]
+    assert over.trust["coarse_read"] == pytest.approx(read)
