@@ -41,6 +41,9 @@ TEACHERS: dict[str, Recipe] = {r.name: r for r in (
            notes="ConvNet (instance norm), SGD + weight decay 5e-3, trained with random shifts of up to 10 %"),
     Recipe("zoo_resnet_bn", "mnist", "resnet18_small", {"width": 16},
            FitConfig(epochs=4, **_SGD), notes="ResNet-18 (width 16, BatchNorm), SGD + weight decay 5e-4"),
+    # the same ResNet trained five times as long: nearer a stationary point (session 9)
+    Recipe("zoo_resnet_bn_long", "mnist", "resnet18_small", {"width": 16},
+           FitConfig(epochs=20, **_SGD), notes="ResNet-18 (width 16, BatchNorm), SGD + weight decay 5e-4, 20 epochs"),
     Recipe("zoo_colour_bn_convnet", "shortcut", "convnet", {"width": 32, "depth": 3, "norm": "batch"},
            FitConfig(epochs=8, **_SGD), notes="colour shapes, ConvNet with BatchNorm, SGD + weight decay 5e-4"),
 )}
