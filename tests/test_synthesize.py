@@ -681,3 +681,45 @@ def test_a_strong_run_gets_the_coarse_view_when_its_model_reads_its_candidates_c
     over = synthesize(model, t, replace(cfg, coarse_read=read + 1e-3))
     assert over.trust["coarse_at"] is None and "coarse copy" not in over.trust["reading"]
     assert over.trust["coarse_read"] == pytest.approx(read)
+
+
+def test_a_run_whose_probe_reads_partial_starts_again_with_the_partial_recipe() -> None:
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 2)
+    # every cosine lies in the extension band and under coarse_below: the probe reads "partial"
+    cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01, coarse_below=1.01,
+                  l1=1.0, partial_priors=(("l1", 0.2),))
+    seen: list[tuple[int, int]] = []
+    res = synthesize(model, t, cfg, seed=3, callback=lambda i: seen.append((i.step, i.steps)))
+    # the DSVs are exactly those of a run started from the same noise with the partial recipe
+    direct = synthesize(model, t, replace(cfg, l1=0.2, partial_priors=()), seed=3)
+    assert torch.equal(res.images, direct.images) and torch.equal(res.lambdas, direct.lambdas)
+    assert torch.equal(res.kept, direct.kept)
+    # ... which differ from the run the probe would have gone on with
+    plain = synthesize(model, t, replace(cfg, partial_priors=()), seed=3)
+    assert not torch.equal(res.images, plain.images)
+    assert res.history["total"][:10] == plain.history["total"][:10]  # the probe is the plain run's probe
+    # the steps count on after the probe: callback, history, steps_run, the extension's step
+    assert res.steps_run == 10 + direct.steps_run == 30
+    assert [s for s, _ in seen] == list(range(30)) and seen[-1][1] == 30
+    assert res.history["step"] == list(range(10)) + [s + 10 for s in direct.history["step"]]
+    assert res.history["time"] == sorted(res.history["time"])
+    assert res.trust["restarted_at"] == 10 and res.trust["extended_at"] == 20
+    assert res.trust["probe_cosine"] == pytest.approx(max(plain.history["cosine"][:10]))
+    assert "partial recipe (l1 0.2 instead of 1)" in res.trust["reading"]
+    assert res.config == cfg
+    # a probe above coarse_below (or without a partial recipe) goes on as before, bit for bit
+    strong = synthesize(model, t, replace(cfg, coarse_below=-1.0), seed=3)
+    assert "restarted_at" not in strong.trust
+    assert torch.equal(strong.images, synthesize(model, t, replace(cfg, coarse_below=-1.0, partial_priors=()),
+                                                 seed=3).images)
+    # a run stopped during the probe does not start again
+    stopped = synthesize(model, t, cfg, seed=3, callback=lambda i: i.step == 9)
+    assert stopped.steps_run == 10 and "restarted_at" not in stopped.trust
+
+
+def test_partial_priors_must_name_priors_with_weights() -> None:
+    with pytest.raises(ValueError, match="partial_priors"):
+        replace(FAST, partial_priors=(("stationarity", 0.3),))
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        replace(FAST, partial_priors=(("l1", float("nan")),))
