@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "centre_prior", "mass_centre_prior", "diversity_loss", "entropy", "feature_stats_loss", "feature_spread_loss"]
+__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "centre_prior", "mass_centre_prior", "diversity_loss", "entropy", "feature_stats_loss", "sample_stats_loss", "feature_spread_loss"]
 
 
 def primal_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -112,3 +112,17 @@ def feature_stats_loss(features: torch.Tensor, running_mean: torch.Tensor, runni
     sd = (features.var(dims, unbiased=False) + 1e-5).sqrt()
     run_sd = (running_var + 1e-5).sqrt()
     return ((mu - running_mean).norm() + (sd - run_sd).norm()) / run_sd.norm().clamp_min(1e-6)
+
+
+def sample_stats_loss(features: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor) -> torch.Tensor:
+    """:func:`feature_stats_loss` per sample, (N,): each sample's own per-channel mean and standard
+    deviation over its positions against the layer's running statistics.  At the first BatchNorm
+    layer these are an image's low-level statistics (how much ink, how many edges, how sharp): each
+    candidate, not only the batch, should have those of the data the model was trained on."""
+    dims = list(range(2, features.dim()))
+    if not dims:  # a 1-d BatchNorm on (N, C): no positions to pool over
+        raise ValueError("sample_stats_loss needs features with spatial positions (N, C, ...)")
+    mu = features.mean(dims)
+    sd = (features.var(dims, unbiased=False) + 1e-5).sqrt()
+    run_sd = (running_var + 1e-5).sqrt()
+    return ((mu - running_mean).norm(dim=1) + (sd - run_sd).norm(dim=1)) / run_sd.norm().clamp_min(1e-6)

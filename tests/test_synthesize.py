@@ -11,7 +11,7 @@ from torch import nn
 from dsvlib.augment import Augment
 from dsvlib.kkt import flat_cosine, select_params, stationarity_distance, weighted_grad
 from dsvlib.models import ModelSpec, build_classifier
-from dsvlib.synthesize import SynthConfig, default_config, soft_targets, synthesize
+from dsvlib.synthesize import SynthConfig, default_config, partial_recipe_text, soft_targets, synthesize
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -443,6 +443,40 @@ def test_bn_prior_pulls_candidate_statistics_toward_the_running_statistics() -> 
     assert on < 0.5 * off
 
 
+def test_sample_stats_loss_is_the_batch_loss_of_each_sample_alone() -> None:
+    from dsvlib.losses import feature_stats_loss, sample_stats_loss
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(5, 3, 4, 4, generator=g)
+    mean, var = torch.randn(3, generator=g), torch.rand(3, generator=g) + 0.5
+    per = sample_stats_loss(f, mean, var)
+    assert per.shape == (5,)
+    for i in range(5):
+        assert float(per[i]) == pytest.approx(float(feature_stats_loss(f[i:i + 1], mean, var)), rel=1e-5)
+    with pytest.raises(ValueError, match="spatial"):
+        sample_stats_loss(torch.randn(5, 3), mean, var)
+
+
+def test_bn_sample_pulls_each_candidate_toward_the_first_layer_statistics() -> None:
+    """Unlike the batch prior, every candidate's own first-layer statistics move toward the running ones."""
+    from dsvlib.losses import sample_stats_loss
+
+    model = BnDropoutNet().eval()
+    cfg = replace(BN_FAST, steps=40, stationarity="none", tv=0.0, bn_prior=0.0)
+    t = torch.tensor([0, 1, 2] * 3)
+
+    def worst(images: torch.Tensor) -> float:
+        with torch.no_grad():
+            bn = model.features[1]
+            return float(sample_stats_loss(model.features[0](images), bn.running_mean, bn.running_var).max())
+
+    off = synthesize(model, t, cfg, input_shape=(1, 8, 8))
+    on = synthesize(model, t, replace(cfg, bn_sample=1.0), input_shape=(1, 8, 8))
+    assert worst(on.images) < 0.7 * worst(off.images)
+    assert max(on.history["bn_sample"]) > 0 and max(off.history["bn_sample"]) == 0
+    assert max(on.history["bn_prior"]) == 0  # the batch prior stays off
+
+
 def test_defaults_explained_names_the_batchnorm_layers_it_found() -> None:
     from dsvlib.synthesize import defaults_explained
 
@@ -716,6 +750,22 @@ def test_a_run_whose_probe_reads_partial_starts_again_with_the_partial_recipe() 
     # a run stopped during the probe does not start again
     stopped = synthesize(model, t, cfg, seed=3, callback=lambda i: i.step == 9)
     assert stopped.steps_run == 10 and "restarted_at" not in stopped.trust
+
+
+def test_coarse_early_acts_from_the_first_step_only_when_set() -> None:
+    model = BnDropoutNet().eval()
+    t = torch.tensor([0, 1, 2, 0])
+    off = synthesize(model, t, replace(BN_FAST, coarse=1.0), input_shape=(1, 8, 8))
+    on = synthesize(model, t, replace(BN_FAST, coarse=1.0, coarse_early=1.0), input_shape=(1, 8, 8))
+    assert max(off.history["coarse"]) == 0 and on.history["coarse"][0] > 0
+    assert not torch.equal(on.images, off.images)
+
+
+def test_partial_recipe_may_set_the_multiplier_step_and_the_early_coarse_view() -> None:
+    cfg = replace(FAST, partial_priors=(("lr_lambda", 0.01), ("coarse_early", 1.0), ("bn_sample", 1.0)))
+    assert partial_recipe_text(cfg) == "lr_lambda 0.01 instead of 0.05, coarse_early 1 instead of 0, bn_sample 1 instead of 0"
+    with pytest.raises(ValueError, match="partial_priors"):
+        replace(FAST, partial_priors=(("steps", 10),))
 
 
 def test_partial_priors_must_name_priors_with_weights() -> None:
