@@ -100,6 +100,16 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(1)
 
 
+def _stats_distance(features: torch.Tensor, dims: list[int], running_mean: torch.Tensor,
+                    running_var: torch.Tensor) -> torch.Tensor:
+    """``(||mu - mu_run|| + ||sigma - sigma_run||) / ||sigma_run||`` over the channels, with mu and
+    sigma the per-channel mean and standard deviation of ``features`` over ``dims``."""
+    mu = features.mean(dims)
+    sd = (features.var(dims, unbiased=False) + 1e-5).sqrt()
+    run_sd = (running_var + 1e-5).sqrt()
+    return ((mu - running_mean).norm(dim=-1) + (sd - run_sd).norm(dim=-1)) / run_sd.norm().clamp_min(1e-6)
+
+
 def feature_stats_loss(features: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor) -> torch.Tensor:
     """DeepInversion's feature-statistics prior (Yin et al., CVPR 2020) for one BatchNorm layer:
     ``(||mu_B - mu_run||_2 + ||sigma_B - sigma_run||_2) / ||sigma_run||_2``, where mu_B and
@@ -107,11 +117,7 @@ def feature_stats_loss(features: torch.Tensor, running_mean: torch.Tensor, runni
     (N, C, ...) to the layer and mu_run, sigma_run its running statistics.  Divided by the running
     standard deviation's norm (DeepInversion uses the raw norms on variances) so that one weight
     fits layers and models of any width and scale."""
-    dims = [0, *range(2, features.dim())]
-    mu = features.mean(dims)
-    sd = (features.var(dims, unbiased=False) + 1e-5).sqrt()
-    run_sd = (running_var + 1e-5).sqrt()
-    return ((mu - running_mean).norm() + (sd - run_sd).norm()) / run_sd.norm().clamp_min(1e-6)
+    return _stats_distance(features, [0, *range(2, features.dim())], running_mean, running_var)
 
 
 def sample_stats_loss(features: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor) -> torch.Tensor:
@@ -119,10 +125,6 @@ def sample_stats_loss(features: torch.Tensor, running_mean: torch.Tensor, runnin
     deviation over its positions against the layer's running statistics.  At the first BatchNorm
     layer these are an image's low-level statistics (how much ink, how many edges, how sharp): each
     candidate, not only the batch, should have those of the data the model was trained on."""
-    dims = list(range(2, features.dim()))
-    if not dims:  # a 1-d BatchNorm on (N, C): no positions to pool over
+    if features.dim() < 3:  # a 1-d BatchNorm on (N, C): no positions to pool over
         raise ValueError("sample_stats_loss needs features with spatial positions (N, C, ...)")
-    mu = features.mean(dims)
-    sd = (features.var(dims, unbiased=False) + 1e-5).sqrt()
-    run_sd = (running_var + 1e-5).sqrt()
-    return ((mu - running_mean).norm(dim=1) + (sd - run_sd).norm(dim=1)) / run_sd.norm().clamp_min(1e-6)
+    return _stats_distance(features, list(range(2, features.dim())), running_mean, running_var)

@@ -78,8 +78,9 @@ class SynthConfig:
     coarse_read: float = 0.7
     coarse_early: float = 0.0  # weight of the coarse view before the second round (the partial recipe's rerun)
     # the partial recipe: a run from noise whose probe reads partial (best cosine in [extend_from,
-    # coarse_below)) starts again from the same noise with these prior weights instead of the config's,
-    # as (name, weight) pairs, e.g. (("l1", 0.3),); empty: it goes on to its second round as it is
+    # coarse_below)) starts again from the same noise with these values instead of the config's (prior
+    # weights, lr_lambda, coarse_early: _PARTIAL_FIELDS), as (name, value) pairs, e.g. (("l1", 0.3),);
+    # empty: it goes on to its second round as it is
     partial_priors: tuple[tuple[str, float], ...] = ()
     tv: float = 0.0
     norm: float = 0.0
@@ -132,7 +133,7 @@ class SynthConfig:
             if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0] in _PARTIAL_FIELDS):
                 raise ValueError(f"partial_priors must be (name, value) pairs with a name in {_PARTIAL_FIELDS}, got {pair!r}")
             if not (isinstance(pair[1], (int, float)) and math.isfinite(pair[1]) and pair[1] >= 0):
-                raise ValueError(f"partial_priors: the weight of {pair[0]!r} must be a finite number >= 0, got {pair[1]!r}")
+                raise ValueError(f"partial_priors: the value of {pair[0]!r} must be a finite number >= 0, got {pair[1]!r}")
         for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity",
                      "feature_diversity", "bn_prior", "bn_sample", "anchor", "primal_weight", "jitter_weight", "coarse", "coarse_early", "extend"):
             v = getattr(self, name)
@@ -608,8 +609,13 @@ def _objective(run: _Run, st: _State, cap: _Captured, collecting: list[bool]
         jit = per_sample_loss(run.forward(cfg.jitter(x, run.gen)), y)[kept].mean()
         total = total + cfg.jitter_weight * jit
         terms["jitter"] = float(jit.detach())
-    coarse_weight = cfg.coarse if st.coarse else cfg.coarse_early if st.extended_at is None else 0.0
-    if coarse_weight > 0 and kept.any():  # st.coarse implies a weight > 0 (_planned_steps)
+    # the coarse view: in the second round where _planned_steps turned it on, or from the first step
+    # with coarse_early (until a second round, which has its own rule)
+    if st.coarse:
+        coarse_weight = cfg.coarse
+    else:
+        coarse_weight = cfg.coarse_early if st.extended_at is None else 0.0
+    if coarse_weight > 0 and kept.any():
         # the class must survive losing the fine detail, as a real digit's does: fragments and
         # frame-filling textures do not
         crs = per_sample_loss(run.forward(coarse_view(x, cfg.coarse_factor)), y)[kept].mean()
