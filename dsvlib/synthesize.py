@@ -77,6 +77,7 @@ class SynthConfig:
     coarse_below: float = 0.6
     coarse_read: float = 0.7
     coarse_early: float = 0.0  # weight of the coarse view before the second round (the partial recipe's rerun)
+    coarse_shift: float = 0.0  # > 0: the coarse view's block grid moves by a random offset every step
     # the partial recipe: a run from noise whose probe reads partial (best cosine in [extend_from,
     # coarse_below)) starts again from the same noise with these values instead of the config's (prior
     # weights, lr_lambda, coarse_early: _PARTIAL_FIELDS), as (name, value) pairs, e.g. (("l1", 0.3),);
@@ -95,6 +96,7 @@ class SynthConfig:
     # the same statistics per candidate at the first BatchNorm layer (each image's ink and edges as the
     # data's; models with BatchNorm layers on images only)
     bn_sample: float = 0.0
+    bn_sample_layers: int = 1  # how many BatchNorm layers, from the first, bn_sample reads (mean over them)
     reseed: float = 0.0  # a candidate dropped before this fraction of the steps restarts from fresh noise
     anchor: float = 0.0  # L2 pull towards the init images (editing keeps structure)
     blur: float = 0.0  # std (pixels) of a Gaussian applied to the optimised pixels: smooth, anti-aliased strokes
@@ -123,6 +125,8 @@ class SynthConfig:
             raise ValueError(f"reseed must be a fraction of the steps in [0, 1], got {self.reseed}")
         if self.resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {self.resolution}")
+        if not (self.bn_sample_layers >= 1 and int(self.bn_sample_layers) == self.bn_sample_layers):
+            raise ValueError(f"bn_sample_layers must be a whole number >= 1, got {self.bn_sample_layers}")
         if self.coarse_factor < 1:
             raise ValueError(f"coarse_factor must be >= 1, got {self.coarse_factor}")
         for name in ("extend_from", "extend_below", "coarse_below", "coarse_read"):  # cosines, a fraction
@@ -135,7 +139,7 @@ class SynthConfig:
             if not (isinstance(pair[1], (int, float)) and math.isfinite(pair[1]) and pair[1] >= 0):
                 raise ValueError(f"partial_priors: the value of {pair[0]!r} must be a finite number >= 0, got {pair[1]!r}")
         for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity",
-                     "feature_diversity", "bn_prior", "bn_sample", "anchor", "primal_weight", "jitter_weight", "coarse", "coarse_early", "extend"):
+                     "feature_diversity", "bn_prior", "bn_sample", "anchor", "primal_weight", "jitter_weight", "coarse", "coarse_early", "coarse_shift", "extend"):
             v = getattr(self, name)
             if not (v >= 0 and v == v and v != float("inf")):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
@@ -388,7 +392,7 @@ def trust_reading(cosine: float) -> str:
 
 # the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
-_PARTIAL_FIELDS = (*_PRIORS, "lr_lambda", "coarse_early")  # what the partial recipe may set: prior weights, the multipliers' step
+_PARTIAL_FIELDS = (*_PRIORS, "lr_lambda", "coarse_early", "coarse_shift", "bn_sample_layers")  # what the partial recipe may set: prior weights, the multipliers' step
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 
@@ -401,13 +405,19 @@ def _gaussian_kernel(sigma: float, channels: int, device: torch.device) -> torch
     return k2.expand(channels, 1, -1, -1).contiguous()
 
 
-def coarse_view(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """``x`` averaged over ``factor`` x ``factor`` blocks and scaled back up (bilinear): its low frequencies."""
+def coarse_view(x: torch.Tensor, factor: int, offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """``x`` averaged over ``factor`` x ``factor`` blocks and scaled back up (bilinear): its low
+    frequencies.  ``offset`` moves the block grid by (dy, dx) pixels (the image rolls under it and
+    back), so that a view whose grid moves from step to step does not print it on the candidates."""
     if factor <= 1:
         return x
     h, w = x.shape[-2:]
+    dy, dx = offset
+    if dy or dx:
+        x = torch.roll(x, shifts=(-dy, -dx), dims=(-2, -1))
     small = F.adaptive_avg_pool2d(x, (max(1, h // factor), max(1, w // factor)))
-    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    out = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return torch.roll(out, shifts=(dy, dx), dims=(-2, -1)) if dy or dx else out
 
 
 def input_shape_of(model: nn.Module, input_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
@@ -480,7 +490,7 @@ class _Captured:
     the kept candidates' head features (the input of the last linear layer) with their classes."""
 
     stats: list[torch.Tensor] = field(default_factory=list)
-    samples: list[torch.Tensor] = field(default_factory=list)  # per kept candidate, first BatchNorm layer
+    samples: list[torch.Tensor] = field(default_factory=list)  # per kept candidate, at each of the first BatchNorm layers
     features: list[torch.Tensor] = field(default_factory=list)
     groups: torch.Tensor | None = None
 
@@ -562,7 +572,7 @@ def _prior_terms(cfg: SynthConfig, x: torch.Tensor, run: _Run, cap: _Captured) -
         "diversity": lambda: diversity_loss(x, run.hard),
         "anchor": lambda: ((x - run.anchor) ** 2).mean() if run.anchor is not None else x.new_zeros(()),
         "bn_prior": lambda: torch.stack(cap.stats).mean() if cap.stats else x.new_zeros(()),
-        "bn_sample": lambda: cap.samples[0].mean() if cap.samples else x.new_zeros(()),
+        "bn_sample": lambda: torch.stack(cap.samples).mean() if cap.samples else x.new_zeros(()),
         "feature_diversity": lambda: (feature_spread_loss(cap.features[0], cap.groups)
                                       if cap.features else x.new_zeros(())),
     }
@@ -618,7 +628,9 @@ def _objective(run: _Run, st: _State, cap: _Captured, collecting: list[bool]
     if coarse_weight > 0 and kept.any():
         # the class must survive losing the fine detail, as a real digit's does: fragments and
         # frame-filling textures do not
-        crs = per_sample_loss(run.forward(coarse_view(x, cfg.coarse_factor)), y)[kept].mean()
+        offset = ((0, 0) if cfg.coarse_shift == 0 else
+                  tuple(int(v) for v in torch.randint(0, cfg.coarse_factor, (2,), generator=run.gen)))
+        crs = per_sample_loss(run.forward(coarse_view(x, cfg.coarse_factor, offset)), y)[kept].mean()
         total = total + coarse_weight * crs
         terms["coarse"] = float(crs.detach())
     priors = _prior_terms(cfg, x, run, cap)
@@ -803,15 +815,15 @@ def _hooks(run: _Run, st: _State, cap: _Captured, collecting: list[bool]) -> lis
     only (another thread may use the same model meanwhile)."""
     me = threading.get_ident()
 
-    first = run.bn_layers[0] if run.bn_layers else None
     cfg = run.config
+    sampled = run.bn_layers[:int(cfg.bn_sample_layers)]
 
     def on_bn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
         if collecting[0] and threading.get_ident() == me and st.kept.any():
             feats = inp[0][st.kept]
             if cfg.bn_prior > 0:
                 cap.stats.append(feature_stats_loss(feats, mod.running_mean, mod.running_var))
-            if cfg.bn_sample > 0 and mod is first and feats.dim() > 2:
+            if cfg.bn_sample > 0 and any(mod is m for m in sampled) and feats.dim() > 2:
                 cap.samples.append(sample_stats_loss(feats, mod.running_mean, mod.running_var))
 
     def on_head(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
