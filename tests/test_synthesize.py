@@ -477,30 +477,6 @@ def test_bn_sample_pulls_each_candidate_toward_the_first_layer_statistics() -> N
     assert max(on.history["bn_prior"]) == 0  # the batch prior stays off
 
 
-def test_bn_sample_layers_reaches_the_second_batchnorm_layer_only_when_asked() -> None:
-    """bn_sample_layers=2 also holds each candidate to the second BatchNorm layer's statistics; the
-    default (1) reads only the first, so its second-layer mismatch stays where it was."""
-    from dsvlib.losses import sample_stats_loss
-
-    model = BnDropoutNet().eval()
-    cfg = replace(BN_FAST, steps=40, stationarity="none", tv=0.0, bn_prior=0.0, bn_sample=1.0)
-    t = torch.tensor([0, 1, 2] * 3)
-
-    def second(images: torch.Tensor) -> float:
-        with torch.no_grad():
-            f = model.features[:5](images)
-            bn = model.features[5]
-            return float(sample_stats_loss(f, bn.running_mean, bn.running_var).mean())
-
-    one = synthesize(model, t, cfg, input_shape=(1, 8, 8))
-    two = synthesize(model, t, replace(cfg, bn_sample_layers=2), input_shape=(1, 8, 8))
-    assert second(two.images) < 0.7 * second(one.images)
-    with pytest.raises(ValueError, match="bn_sample_layers"):
-        replace(cfg, bn_sample_layers=0)
-    with pytest.raises(ValueError, match="bn_sample_layers"):
-        replace(cfg, bn_sample_layers=1.5)
-
-
 def test_defaults_explained_names_the_batchnorm_layers_it_found() -> None:
     from dsvlib.synthesize import defaults_explained
 
@@ -783,37 +759,6 @@ def test_coarse_early_acts_from_the_first_step_only_when_set() -> None:
     on = synthesize(model, t, replace(BN_FAST, coarse=1.0, coarse_early=1.0), input_shape=(1, 8, 8))
     assert max(off.history["coarse"]) == 0 and on.history["coarse"][0] > 0
     assert not torch.equal(on.images, off.images)
-
-
-def test_coarse_shift_keeps_the_coarse_view_from_printing_its_block_grid() -> None:
-    """On a fixed grid the coarse view's gradient is the same across each 4x4 block, so candidates
-    that only feel it change block by block; with a grid that moves every step they do not."""
-    from dsvlib.synthesize import coarse_view
-
-    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(coarse_view(x, 4, (0, 0)), coarse_view(x, 4))
-    shifted = coarse_view(x, 4, (1, 3))
-    assert shifted.shape == x.shape and not torch.allclose(shifted, coarse_view(x, 4))
-
-    model = BnDropoutNet().eval()
-    t = torch.tensor([0, 1, 2, 0])
-    cfg = replace(BN_FAST, steps=10, lr=0.01, stationarity="none", primal_weight=0.0, jitter=None, tv=0.0, bn_prior=0.0,
-                  coarse_early=1.0, coarse_factor=4)
-    flat = torch.full((4, 1, 16, 16), 0.5)
-
-    def inside_over_edges(images: torch.Tensor) -> float:
-        """How much the change from the flat init steps between neighbouring pixels inside the 4x4
-        blocks, over how much it steps across their edges (0: block by block)."""
-        d = images - flat
-        steps = ((d[..., 1:] - d[..., :-1]).abs().mean(dim=(0, 1, 2))
-                 + (d[..., 1:, :] - d[..., :-1, :]).abs().mean(dim=(0, 1, 3)))
-        edge = torch.tensor([i % 4 == 3 for i in range(steps.numel())])
-        return float(steps[~edge].mean() / steps[edge].mean())
-
-    fixed = synthesize(model, t, cfg, init=flat, input_shape=(1, 16, 16))
-    moving = synthesize(model, t, replace(cfg, coarse_shift=1.0), init=flat, input_shape=(1, 16, 16))
-    assert inside_over_edges(fixed.images) < 0.05
-    assert inside_over_edges(moving.images) > 0.5
 
 
 def test_partial_recipe_may_set_the_multiplier_step_and_the_early_coarse_view() -> None:
