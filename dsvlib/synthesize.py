@@ -208,7 +208,7 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
       weights least, and at the usual step their multipliers cross zero (kept fell to 64-79);
     - ``coarse_early`` 2: the coarse view from the first step of the restart, which keeps those
       candidates readable to a reader other than the model (the MLP judge).
-    On the zoo's ResNet, over noise seeds 0-2 (item 14): student 69.4 -> 78.5 % pooled (0.74 ->
+    On the zoo's ResNet, over noise seeds 0-2 (item 15): student 69.4 -> 78.5 % pooled (0.74 ->
     0.84 of 10 real digits per class), kept 86-90 -> 87-92, LeNet judge 97.8 -> 97.0 %, MLP judge
     91.0 -> 87.7 % (85-91 over the seeds); on the same ResNet trained 20 epochs (one seed) the
     student gained too (71.5 -> 76.9 %) but the judges read fewer (94 / 84 -> 88 / 80 %) and all
@@ -394,7 +394,7 @@ def trust_reading(cosine: float) -> str:
 
 # the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
-_PARTIAL_FIELDS = (*_PRIORS, "lr_lambda", "coarse_early")  # what the partial recipe may set: prior weights, the multipliers' step
+_PARTIAL_FIELDS = (*_PRIORS, "lr_lambda", "coarse_early")  # what the partial recipe may set: prior weights, the multipliers' step, the early coarse view
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 
@@ -924,7 +924,7 @@ def _partial_rerun(model: nn.Module, targets: Any, config: SynthConfig, probe: S
     (bench/NOTES.md, item 12): the sparsity prior at 1 trims such a model's candidates to the
     fragments it still reads, and once the probe has shaped them a lighter prior in the second round
     alone did not help; from the start it did.  ``partial_priors`` may also set values other than
-    prior weights (``lr_lambda``, ``coarse_early``; ``PARTIAL_DIGITS`` sets both, item 14)."""
+    prior weights (``lr_lambda``, ``coarse_early``; ``PARTIAL_DIGITS`` sets both, items 14-15)."""
     offset = probe.steps_run
     rerun_config = replace(config, **dict(config.partial_priors), partial_priors=())
 
