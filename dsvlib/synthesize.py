@@ -79,7 +79,7 @@ class SynthConfig:
     coarse_early: float = 0.0  # weight of the coarse view before the second round (the partial recipe's rerun)
     # the partial recipe: a run from noise whose probe reads partial (best cosine in [extend_from,
     # coarse_below)) starts again from the same noise with these values instead of the config's (prior
-    # weights, lr_lambda, coarse_early: _PARTIAL_FIELDS), as (name, value) pairs, e.g. (("l1", 0.3),);
+    # weights, lr, lr_lambda, coarse_early: _PARTIAL_FIELDS), as (name, value) pairs, e.g. (("l1", 0.3),);
     # empty: it goes on to its second round as it is
     partial_priors: tuple[tuple[str, float], ...] = ()
     tv: float = 0.0
@@ -394,7 +394,7 @@ def trust_reading(cosine: float) -> str:
 
 # the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
-_PARTIAL_FIELDS = (*_PRIORS, "lr_lambda", "coarse_early")  # what the partial recipe may set: prior weights, the multipliers' step, the early coarse view
+_PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse_early")  # what the partial recipe may set: prior weights, the pixel and multiplier steps, the early coarse view
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 
@@ -924,7 +924,7 @@ def _partial_rerun(model: nn.Module, targets: Any, config: SynthConfig, probe: S
     (bench/NOTES.md, item 12): the sparsity prior at 1 trims such a model's candidates to the
     fragments it still reads, and once the probe has shaped them a lighter prior in the second round
     alone did not help; from the start it did.  ``partial_priors`` may also set values other than
-    prior weights (``lr_lambda``, ``coarse_early``; ``PARTIAL_DIGITS`` sets both, items 14-15)."""
+    prior weights (``lr``, ``lr_lambda``, ``coarse_early``; ``PARTIAL_DIGITS`` sets the last two, items 14-15)."""
     offset = probe.steps_run
     rerun_config = replace(config, **dict(config.partial_priors), partial_priors=())
 

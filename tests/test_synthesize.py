@@ -761,9 +761,10 @@ def test_coarse_early_acts_from_the_first_step_only_when_set() -> None:
     assert not torch.equal(on.images, off.images)
 
 
-def test_partial_recipe_may_set_the_multiplier_step_and_the_early_coarse_view() -> None:
-    cfg = replace(FAST, partial_priors=(("lr_lambda", 0.01), ("coarse_early", 1.0), ("bn_sample", 1.0)))
-    assert partial_recipe_text(cfg) == "lr_lambda 0.01 instead of 0.05, coarse_early 1 instead of 0, bn_sample 1 instead of 0"
+def test_partial_recipe_may_set_the_steps_and_the_early_coarse_view() -> None:
+    cfg = replace(FAST, partial_priors=(("lr_lambda", 0.01), ("coarse_early", 1.0), ("bn_sample", 1.0), ("lr", 0.07)))
+    assert partial_recipe_text(cfg) == ("lr_lambda 0.01 instead of 0.05, coarse_early 1 instead of 0, bn_sample 1 instead of 0, "
+                                        "lr 0.07 instead of 0.05")
     with pytest.raises(ValueError, match="partial_priors"):
         replace(FAST, partial_priors=(("steps", 10),))
 
