@@ -212,10 +212,11 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     0.84 of 10 real digits per class), kept 86-90 -> 87-92, LeNet judge 97.8 -> 97.0 %, MLP judge
     91.0 -> 87.7 % (85-91 over the seeds); on the same ResNet trained 20 epochs (one seed) the
     student gained too (71.5 -> 76.9 %) but the judges read fewer (94 / 84 -> 88 / 80 %) and all
-    100 were kept.  Tried on the way and worse: ``lr_lambda`` 0.01, 0.005
+    100 were kept.  Tried on the way and worse: ``lr_lambda`` 0.01, 0.005, 0.002
     or 0.001 (0.001 keeps all 100: the multipliers select nothing), ``coarse_early`` 1 or 3,
-    ``bn_sample`` 0.5 or 3, over the first 3 BatchNorm layers, TV 2, a coarse view whose block grid
-    moves each step.  The same sparsity prior for every model cost a BatchNorm ConvNet's student
+    ``bn_sample`` 0.5, 1.5 or 3, over the first 3 BatchNorm layers, ``l1`` 0.2 or 0.4, TV 2 or 4,
+    ``bn_prior`` 0.5, a pixel step of 0.07, a coarse view whose block grid moves each step (items
+    14-16).  The same sparsity prior for every model cost a BatchNorm ConvNet's student
     80.5 -> 76.9 % (one seed), which is why it waits for a partial probe.
     ``natural`` (colour images): TV 3, the same jitter view, no sparsity prior, init around 0.5.
     On a BatchNorm ConvNet trained on the colour shapes (bench/bench_zoo.py screens, one seed) the
