@@ -41,6 +41,8 @@ __all__ = [
     "input_shape_of",
     "trust_reading",
     "partial_recipe_text",
+    "partial_config",
+    "longest_run",
     "trust_strength",
     "LOSS_TERMS",
     "Preset",
@@ -395,7 +397,9 @@ def trust_reading(cosine: float) -> str:
 
 # the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
-_PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse_early")  # what the partial recipe may set: prior weights, the pixel and multiplier steps, the early coarse view
+# what the partial recipe may set: prior weights, the pixel and multiplier steps, the early coarse view,
+# the coarse view's block size, the length of the restart's second round and a blur of the pixels
+_PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse_early", "coarse_factor", "extend", "blur")
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 
@@ -915,6 +919,24 @@ def partial_recipe_text(config: SynthConfig) -> str:
     return ", ".join(f"{name} {weight:g} instead of {getattr(config, name):g}" for name, weight in config.partial_priors)
 
 
+def partial_config(config: SynthConfig) -> SynthConfig:
+    """The config of the run that starts again after a probe that read partial: ``config`` with its
+    ``partial_priors`` in place of those values (the coarse view's block size a whole number)."""
+    values = {k: (max(1, int(round(v))) if k == "coarse_factor" else v) for k, v in config.partial_priors}
+    return replace(config, **values, partial_priors=())
+
+
+def longest_run(config: SynthConfig) -> int:
+    """The most steps a run from noise with ``config`` can take: its probe and second round, or, with a
+    partial recipe, the probe and then the restarted run's probe and second round."""
+    if config.extra_steps == 0:
+        return config.steps
+    if not config.partial_priors:
+        return config.steps + config.extra_steps
+    rerun = partial_config(config)
+    return config.steps + rerun.steps + rerun.extra_steps
+
+
 def _partial_rerun(model: nn.Module, targets: Any, config: SynthConfig, probe: SynthResult, *, seed: int,
                    device: str | torch.device | None, callback: Callable[[StepInfo], bool | None] | None,
                    input_shape: tuple[int, int, int]) -> SynthResult:
@@ -927,7 +949,7 @@ def _partial_rerun(model: nn.Module, targets: Any, config: SynthConfig, probe: S
     alone did not help; from the start it did.  ``partial_priors`` may also set values other than
     prior weights (``lr``, ``lr_lambda``, ``coarse_early``; ``PARTIAL_DIGITS`` sets the last two, items 14-15)."""
     offset = probe.steps_run
-    rerun_config = replace(config, **dict(config.partial_priors), partial_priors=())
+    rerun_config = partial_config(config)
 
     def shifted(info: StepInfo) -> bool | None:
         return callback(replace(info, step=info.step + offset, steps=info.steps + offset,

@@ -10,8 +10,8 @@ import streamlit as st
 from app import charts, common, live
 from app.jobs import Job
 from dsvlib.export import export_zip, run_meta, synthesis_rows
-from dsvlib.synthesize import (PRESETS, SynthResult, config_for, default_config, defaults_explained, partial_recipe_text,
-                               soft_targets, synthesize, trust_strength)
+from dsvlib.synthesize import (PRESETS, SynthResult, config_for, default_config, defaults_explained, longest_run,
+                               partial_recipe_text, soft_targets, synthesize, trust_strength)
 from dsvlib.train import predict
 
 KIND = "synthesize"
@@ -118,7 +118,7 @@ def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
                  if cfg.coarse > 0 else "")
               + (f" A run whose cosine there is under {cfg.coarse_below:.1f} (a partial reading) instead starts again "
                  f"from the same noise with the partial recipe ({partial_recipe_text(cfg)}): up to "
-                 f"{2 * cfg.steps + extra} steps, about {cost.estimate(2 * cfg.steps + extra):.0f} s in all."
+                 f"{longest_run(cfg)} steps, about {cost.estimate(longest_run(cfg)):.0f} s in all."
                  if cfg.partial_priors else "")
               if extra > 0 else "")
     st.caption(f"{text}. Estimated time: about {cost.estimate(cfg.steps):.0f} s (measured here: "

@@ -11,7 +11,7 @@ from torch import nn
 from dsvlib.augment import Augment
 from dsvlib.kkt import flat_cosine, select_params, stationarity_distance, weighted_grad
 from dsvlib.models import ModelSpec, build_classifier
-from dsvlib.synthesize import SynthConfig, default_config, partial_recipe_text, soft_targets, synthesize
+from dsvlib.synthesize import SynthConfig, default_config, longest_run, partial_recipe_text, soft_targets, synthesize
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -767,6 +767,23 @@ def test_partial_recipe_may_set_the_steps_and_the_early_coarse_view() -> None:
                                         "lr 0.07 instead of 0.05")
     with pytest.raises(ValueError, match="partial_priors"):
         replace(FAST, partial_priors=(("steps", 10),))
+
+
+def test_partial_recipe_may_set_the_coarse_block_the_second_round_and_a_blur() -> None:
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 2)
+    cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01, coarse_below=1.01,
+                  coarse=1.0, partial_priors=(("coarse_factor", 2.0), ("extend", 2.0), ("blur", 0.5)))
+    res = synthesize(model, t, cfg, seed=3)
+    # the block size is a whole number of pixels in the restarted run, as if it had been set from the start
+    direct = synthesize(model, t, replace(cfg, coarse_factor=2, extend=2.0, blur=0.5, partial_priors=()), seed=3)
+    assert torch.equal(res.images, direct.images)
+    assert res.steps_run == 10 + 10 + 20 and res.trust["extended_at"] == 20
+    # the longest run the page announces is the one taken; without the recipe, without the second round
+    assert longest_run(cfg) == res.steps_run
+    plain = replace(cfg, partial_priors=())
+    assert longest_run(plain) == synthesize(model, t, plain, seed=3).steps_run == 20
+    assert longest_run(replace(plain, extend=0.0)) == 10
 
 
 def test_partial_priors_must_name_priors_with_weights() -> None:
