@@ -110,6 +110,9 @@ class SynthConfig:
     extend: float = 0.0
     extend_from: float = 0.4
     extend_below: float = 0.8
+    # in a second round, the pixel step falls along a half cosine from lr to (1 - settle) x lr by the
+    # round's last step (0: constant), so that the candidates settle instead of ending mid-stride
+    settle: float = 0.0
 
     @property
     def extra_steps(self) -> int:
@@ -127,6 +130,8 @@ class SynthConfig:
             raise ValueError(f"resolution must be >= 1, got {self.resolution}")
         if self.coarse_factor < 1:
             raise ValueError(f"coarse_factor must be >= 1, got {self.coarse_factor}")
+        if not 0.0 <= self.settle <= 1.0:
+            raise ValueError(f"settle must be a fraction of lr in [0, 1], got {self.settle}")
         for name in ("extend_from", "extend_below", "coarse_below", "coarse_read"):  # cosines, a fraction
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v)):
@@ -407,7 +412,7 @@ def trust_reading(cosine: float) -> str:
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
 # what the partial recipe may set: prior weights, the pixel and multiplier steps, the early coarse view,
 # the coarse view's block size, the length of the restart's second round and a blur of the pixels
-_PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse_early", "coarse_factor", "extend", "blur")
+_PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse_early", "coarse_factor", "extend", "blur", "settle")
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 
@@ -767,6 +772,14 @@ def _planned_steps(run: _Run, st: _State) -> int:
     return cfg.steps
 
 
+def _settle(run: _Run, st: _State, k: int) -> None:
+    """The pixel step for step ``k`` of the second round (``settle``): a half cosine from lr down to
+    (1 - settle) x lr at the round's end; the multipliers' step is left as it is."""
+    cfg = run.config
+    frac = min(k, cfg.extra_steps) / max(cfg.extra_steps, 1)
+    st.opt.param_groups[0]["lr"] = cfg.lr * (1.0 - cfg.settle * 0.5 * (1.0 - math.cos(math.pi * frac)))
+
+
 def _coarse_read(run: _Run, st: _State) -> float:
     """The fraction of the kept candidates that the model reads as their class from their coarse copies."""
     kept = st.kept
@@ -890,6 +903,8 @@ def synthesize(
             st.opt.step()
             if st.sched is not None:
                 st.sched.step()
+            if st.extended_at is not None and config.settle > 0:
+                _settle(run, st, step + 1 - st.extended_at)
             _update_multipliers(run, st, step)
             if cos_step == cos_step:
                 st.best_cos = max(st.best_cos, cos_step)
@@ -955,7 +970,7 @@ def _partial_rerun(model: nn.Module, targets: Any, config: SynthConfig, probe: S
     (bench/NOTES.md, item 12): the sparsity prior at 1 trims such a model's candidates to the
     fragments it still reads, and once the probe has shaped them a lighter prior in the second round
     alone did not help; from the start it did.  ``partial_priors`` may also set values other than
-    prior weights (``lr``, ``lr_lambda``, ``coarse_early``, ``coarse_factor``, ``extend``, ``blur``;
+    prior weights (``lr``, ``lr_lambda``, ``coarse_early``, ``coarse_factor``, ``extend``, ``blur``, ``settle``;
     ``PARTIAL_DIGITS`` sets ``lr_lambda``, ``coarse_early`` and ``extend``, items 14, 15 and 17)."""
     offset = probe.steps_run
     rerun_config = partial_config(config)

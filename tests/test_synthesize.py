@@ -11,7 +11,8 @@ from torch import nn
 from dsvlib.augment import Augment
 from dsvlib.kkt import flat_cosine, select_params, stationarity_distance, weighted_grad
 from dsvlib.models import ModelSpec, build_classifier
-from dsvlib.synthesize import SynthConfig, default_config, longest_run, partial_recipe_text, soft_targets, synthesize
+from dsvlib.synthesize import (SynthConfig, default_config, longest_run, partial_config, partial_recipe_text, soft_targets,
+                               synthesize)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -784,6 +785,30 @@ def test_partial_recipe_may_set_the_coarse_block_the_second_round_and_a_blur() -
     plain = replace(cfg, partial_priors=())
     assert longest_run(plain) == synthesize(model, t, plain, seed=3).steps_run == 20
     assert longest_run(replace(plain, extend=0.0)) == 10
+
+
+def test_settle_slows_the_pixel_step_over_the_second_round_only() -> None:
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 2)
+    cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01)
+
+    def moves(c: SynthConfig) -> tuple[list[float], torch.Tensor]:
+        frames: list[torch.Tensor] = []
+        res = synthesize(model, t, c, seed=2, callback=lambda info: frames.append(info.images()))
+        return [float((b - a).abs().max()) for a, b in zip(frames, frames[1:])], res.images
+
+    plain, plain_images = moves(cfg)
+    settled, settled_images = moves(replace(cfg, settle=1.0))
+    assert len(plain) == len(settled) == 19
+    # the probe is the same run; the second round ends with a step near 0 where the plain run still strides
+    assert settled[:10] == plain[:10]
+    assert settled[-1] < 0.2 * plain[-1]
+    assert not torch.equal(settled_images, plain_images)
+    # the restarted run of the partial recipe may settle too
+    part = replace(cfg, coarse_below=1.01, partial_priors=(("settle", 1.0),))
+    assert partial_config(part).settle == 1.0
+    with pytest.raises(ValueError, match="settle"):
+        replace(FAST, settle=1.5)
 
 
 def test_partial_priors_must_name_priors_with_weights() -> None:
