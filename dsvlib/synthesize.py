@@ -412,7 +412,7 @@ def trust_reading(cosine: float) -> str:
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
 # what the partial recipe may set: prior weights, the pixel and multiplier steps, the early coarse view,
 # the coarse view's block size, the length of the restart's second round and a blur of the pixels
-_PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse_early", "coarse_factor", "extend", "blur", "settle")
+_PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse", "coarse_early", "coarse_factor", "extend", "blur", "settle")
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 

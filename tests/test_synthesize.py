@@ -774,10 +774,10 @@ def test_partial_recipe_may_set_the_coarse_block_the_second_round_and_a_blur() -
     model = tiny_model().eval()
     t = torch.tensor([0, 1, 2] * 2)
     cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01, coarse_below=1.01,
-                  coarse=1.0, partial_priors=(("coarse_factor", 2.0), ("extend", 2.0), ("blur", 0.5)))
+                  coarse=1.0, partial_priors=(("coarse_factor", 2.0), ("extend", 2.0), ("blur", 0.5), ("coarse", 2.0)))
     res = synthesize(model, t, cfg, seed=3)
     # the block size is a whole number of pixels in the restarted run, as if it had been set from the start
-    direct = synthesize(model, t, replace(cfg, coarse_factor=2, extend=2.0, blur=0.5, partial_priors=()), seed=3)
+    direct = synthesize(model, t, replace(cfg, coarse_factor=2, extend=2.0, blur=0.5, coarse=2.0, partial_priors=()), seed=3)
     assert torch.equal(res.images, direct.images)
     assert res.steps_run == 10 + 10 + 20 and res.trust["extended_at"] == 20
     # the longest run the page announces is the one taken; without the recipe, without the second round
