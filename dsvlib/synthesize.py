@@ -81,7 +81,7 @@ class SynthConfig:
     coarse_early: float = 0.0  # weight of the coarse view before the second round (the partial recipe's rerun)
     # the partial recipe: a run from noise whose probe reads partial (best cosine in [extend_from,
     # coarse_below)) starts again from the same noise with these values instead of the config's (prior
-    # weights, lr, lr_lambda, coarse_early: _PARTIAL_FIELDS), as (name, value) pairs, e.g. (("l1", 0.3),);
+    # weights and the other values named in _PARTIAL_FIELDS), as (name, value) pairs, e.g. (("l1", 0.3),);
     # empty: it goes on to its second round as it is
     partial_priors: tuple[tuple[str, float], ...] = ()
     tv: float = 0.0
@@ -230,7 +230,8 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     ``bn_sample`` 0.5, 1.5 or 3, over the first 3 BatchNorm layers, ``l1`` 0.2 or 0.4, TV 2 or 4,
     ``bn_prior`` 0.5, a pixel step of 0.07, a coarse view whose block grid moves each step (items
     14-16), a coarse view over 2x2 blocks, a pixel blur of 0.5, ``extend`` 3 (the student gains one
-    more point, the MLP judge reads 83 %; item 17).  The same sparsity prior
+    more point, the MLP judge reads 83 %; item 17), a pixel step that settles over the second round
+    (``settle`` 1) and ``extend`` 3 with the coarse view at 2 (item 18).  The same sparsity prior
     for every model cost a BatchNorm ConvNet's student 80.5 -> 76.9 % (one seed), which is why it
     waits for a partial probe.
     ``natural`` (colour images): TV 3, the same jitter view, no sparsity prior, init around 0.5.
@@ -970,8 +971,9 @@ def _partial_rerun(model: nn.Module, targets: Any, config: SynthConfig, probe: S
     (bench/NOTES.md, item 12): the sparsity prior at 1 trims such a model's candidates to the
     fragments it still reads, and once the probe has shaped them a lighter prior in the second round
     alone did not help; from the start it did.  ``partial_priors`` may also set values other than
-    prior weights (``lr``, ``lr_lambda``, ``coarse_early``, ``coarse_factor``, ``extend``, ``blur``, ``settle``;
-    ``PARTIAL_DIGITS`` sets ``lr_lambda``, ``coarse_early`` and ``extend``, items 14, 15 and 17)."""
+    prior weights (``lr``, ``lr_lambda``, ``coarse``, ``coarse_early``, ``coarse_factor``, ``extend``,
+    ``blur``, ``settle``; ``PARTIAL_DIGITS`` sets ``lr_lambda``, ``coarse_early`` and ``extend``, items 14,
+    15 and 17)."""
     offset = probe.steps_run
     rerun_config = partial_config(config)
 
