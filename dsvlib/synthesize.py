@@ -411,8 +411,9 @@ def trust_reading(cosine: float) -> str:
 
 # the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
-# what the partial recipe may set: prior weights, the pixel and multiplier steps, the early coarse view,
-# the coarse view's block size, the length of the restart's second round and a blur of the pixels
+# what the partial recipe may set: prior weights, the pixel and multiplier steps, the coarse view's weight
+# (second round and early) and block size, the length of the restart's second round, a blur of the
+# pixels and a pixel step that settles over the second round
 _PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse", "coarse_early", "coarse_factor", "extend", "blur", "settle")
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
