@@ -413,8 +413,9 @@ def trust_reading(cosine: float) -> str:
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
 # what the partial recipe may set: prior weights, the pixel and multiplier steps, the coarse view's weight
 # (second round and early) and block size, the length of the restart's second round, a blur of the
-# pixels and a pixel step that settles over the second round
-_PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse", "coarse_early", "coarse_factor", "extend", "blur", "settle")
+# pixels, a pixel step that settles over the second round and the jitter view's weight
+_PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse", "coarse_early", "coarse_factor", "extend", "blur", "settle",
+                   "jitter_weight")
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 
@@ -973,7 +974,7 @@ def _partial_rerun(model: nn.Module, targets: Any, config: SynthConfig, probe: S
     fragments it still reads, and once the probe has shaped them a lighter prior in the second round
     alone did not help; from the start it did.  ``partial_priors`` may also set values other than
     prior weights (``lr``, ``lr_lambda``, ``coarse``, ``coarse_early``, ``coarse_factor``, ``extend``,
-    ``blur``, ``settle``; ``PARTIAL_DIGITS`` sets ``lr_lambda``, ``coarse_early`` and ``extend``, items 14,
+    ``blur``, ``settle``, ``jitter_weight``; ``PARTIAL_DIGITS`` sets ``lr_lambda``, ``coarse_early`` and ``extend``, items 14,
     15 and 17)."""
     offset = probe.steps_run
     rerun_config = partial_config(config)

@@ -770,15 +770,21 @@ def test_partial_recipe_may_set_the_steps_and_the_early_coarse_view() -> None:
         replace(FAST, partial_priors=(("steps", 10),))
 
 
-def test_partial_recipe_may_set_the_coarse_block_the_second_round_and_a_blur() -> None:
+def test_partial_recipe_may_set_the_coarse_block_the_second_round_a_blur_and_the_jitter_weight() -> None:
     model = tiny_model().eval()
     t = torch.tensor([0, 1, 2] * 2)
     cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01, coarse_below=1.01,
-                  coarse=1.0, partial_priors=(("coarse_factor", 2.0), ("extend", 2.0), ("blur", 0.5), ("coarse", 2.0)))
+                  coarse=1.0, jitter=Augment(translate=0.1, crop=0.1), jitter_weight=1.0,
+                  partial_priors=(("coarse_factor", 2.0), ("extend", 2.0), ("blur", 0.5), ("coarse", 2.0),
+                                  ("jitter_weight", 2.0)))
     res = synthesize(model, t, cfg, seed=3)
     # the block size is a whole number of pixels in the restarted run, as if it had been set from the start
-    direct = synthesize(model, t, replace(cfg, coarse_factor=2, extend=2.0, blur=0.5, coarse=2.0, partial_priors=()), seed=3)
+    direct = synthesize(model, t, replace(cfg, coarse_factor=2, extend=2.0, blur=0.5, coarse=2.0, jitter_weight=2.0,
+                                          partial_priors=()), seed=3)
     assert torch.equal(res.images, direct.images)
+    # the jitter weight is one the restart uses: at the run's own weight the images differ
+    same_jitter = replace(cfg, partial_priors=tuple(p for p in cfg.partial_priors if p[0] != "jitter_weight"))
+    assert not torch.equal(res.images, synthesize(model, t, same_jitter, seed=3).images)
     assert res.steps_run == 10 + 10 + 20 and res.trust["extended_at"] == 20
     # the longest run the page announces is the one taken; without the recipe, without the second round
     assert longest_run(cfg) == res.steps_run
