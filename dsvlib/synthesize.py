@@ -60,7 +60,7 @@ class SynthConfig:
     lr: float = 0.1  # Adam step on pixels
     lr_lambda: float = 0.05  # Adam step on lambda
     lambda_init: float = 1.0
-    lr_decay: bool = False  # cosine decay of both learning rates to 0 over the steps
+    lr_decay: bool = False  # cosine decay of both learning rates to 0 over the steps (the run is never extended)
     stationarity: str = "cos"  # "cos", "l1" (paper), "l2" (Alg. 1) or "none" (primal only)
     stationarity_weight: float = 1.0
     params: str | tuple[str, ...] = "auto"  # "auto" (all but scale-invariant), "all", "last", "weights", prefixes (Fig. 4)
@@ -116,8 +116,10 @@ class SynthConfig:
 
     @property
     def extra_steps(self) -> int:
-        """The steps an extended run adds after its ``steps`` (0 when runs never extend)."""
-        return int(round(self.extend * self.steps))
+        """The steps an extended run adds after its ``steps`` (0 when runs never extend).  A run with
+        ``lr_decay`` never extends: its steps have decayed to 0 by then, so a second round (or a
+        partial recipe's restart) would only repeat the last image."""
+        return 0 if self.lr_decay else int(round(self.extend * self.steps))
 
     def __post_init__(self) -> None:
         if self.stationarity not in ("cos", "l1", "l2", "none"):

@@ -317,6 +317,17 @@ def test_lr_decay_reaches_zero_step() -> None:
     assert last < 0.1 * first
 
 
+def test_a_decayed_run_is_not_extended() -> None:
+    # its steps are 0 at the end of the probe: a second round (and the settle or partial recipe that
+    # act in one) would only repeat the last image, so the run ends there and says so in advance
+    cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01, settle=1.0,
+                  partial_priors=(("l1", 0.5),))
+    assert synthesize(tiny_model(), torch.tensor([0, 1]), cfg, seed=1).steps_run == 20 + 10  # restart + its round
+    decayed = replace(cfg, lr_decay=True)
+    res = synthesize(tiny_model(), torch.tensor([0, 1]), decayed, seed=1)
+    assert res.steps_run == longest_run(decayed) == 10 and res.trust["extended_at"] is None
+
+
 def test_jitter_view_makes_candidates_robust_to_shifts() -> None:
     # the jitter view asks an augmented copy to be the target too: afterwards shifted/rescaled
     # copies of the DSVs keep their class with far more confidence than without it
