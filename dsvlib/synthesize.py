@@ -419,7 +419,7 @@ _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "
 # (second round and early) and block size, the length of the restart's second round, a blur of the
 # pixels, a pixel step that settles over the second round and the jitter view's weight
 _PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse", "coarse_early", "coarse_factor", "extend", "blur", "settle",
-                   "jitter_weight")
+                   "jitter_weight", "jitter_cutout")  # jitter_cutout: the jitter view's cutout (Augment.cutout)
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 
@@ -944,15 +944,26 @@ def synthesize(
     return result
 
 
+def _current(config: SynthConfig, name: str) -> float:
+    """The value a partial recipe's ``name`` replaces (``jitter_cutout``: the jitter view's cutout)."""
+    if name == "jitter_cutout":
+        return config.jitter.cutout if config.jitter is not None else 0.0
+    return getattr(config, name)
+
+
 def partial_recipe_text(config: SynthConfig) -> str:
     """The partial recipe in words, e.g. 'l1 0.3 instead of 1' ('' without one)."""
-    return ", ".join(f"{name} {weight:g} instead of {getattr(config, name):g}" for name, weight in config.partial_priors)
+    return ", ".join(f"{name} {weight:g} instead of {_current(config, name):g}" for name, weight in config.partial_priors)
 
 
 def partial_config(config: SynthConfig) -> SynthConfig:
     """The config of the run that starts again after a probe that read partial: ``config`` with its
-    ``partial_priors`` in place of those values (the coarse view's block size a whole number)."""
+    ``partial_priors`` in place of those values (the coarse view's block size a whole number; the
+    jitter view's cutout set on its ``Augment``, where the run has a jitter view)."""
     values = {k: (max(1, int(round(v))) if k == "coarse_factor" else v) for k, v in config.partial_priors}
+    cutout = values.pop("jitter_cutout", None)
+    if cutout is not None and config.jitter is not None:
+        values["jitter"] = replace(config.jitter, cutout=cutout)
     return replace(config, **values, partial_priors=())
 
 

@@ -804,6 +804,22 @@ def test_partial_recipe_may_set_the_coarse_block_the_second_round_a_blur_and_the
     assert longest_run(replace(plain, extend=0.0)) == 10
 
 
+def test_partial_recipe_may_set_the_jitter_views_cutout() -> None:
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 2)
+    jitter = Augment(translate=0.1, crop=0.1, cutout=0.3)
+    cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01, coarse_below=1.01,
+                  jitter=jitter, jitter_weight=1.0, partial_priors=(("jitter_cutout", 0.0),))
+    assert partial_config(cfg).jitter == Augment(translate=0.1, crop=0.1, cutout=0.0)
+    assert partial_recipe_text(cfg) == "jitter_cutout 0 instead of 0.3"
+    res = synthesize(model, t, cfg, seed=3)
+    direct = synthesize(model, t, replace(cfg, jitter=replace(jitter, cutout=0.0), partial_priors=()), seed=3)
+    assert torch.equal(res.images, direct.images)
+    assert not torch.equal(res.images, synthesize(model, t, replace(cfg, partial_priors=(("l1", cfg.l1),)), seed=3).images)
+    # without a jitter view there is no cutout to set: the restart runs as it is
+    assert partial_config(replace(cfg, jitter=None)).jitter is None
+
+
 def test_settle_slows_the_pixel_step_over_the_second_round_only() -> None:
     model = tiny_model().eval()
     t = torch.tensor([0, 1, 2] * 2)
