@@ -234,8 +234,8 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     14-16), a coarse view over 2x2 blocks, a pixel blur of 0.5, ``extend`` 3 (the student gains one
     more point, the MLP judge reads 83 %; item 17), a pixel step that settles over the second round
     (``settle`` 1), ``extend`` 3 with the coarse view at 2 or with ``lr_lambda`` 0.002 (item 18), and
-    the jitter view at 2 or 0.5 in the restart (item 19: the student 71.7 or 77.6 % against 77.3 %
-    on noise seeds 3-4, the MLP judge 80-81 % on one of them).
+    the jitter view at 2 or 0.5 or without its cutout in the restart (item 19: the student 71.7, 77.6
+    or 76.8 % against 77.3 % on noise seeds 3-4, the MLP judge 80-81 % on at least one of them).
     The same sparsity prior for every model cost a BatchNorm ConvNet's student 80.5 -> 76.9 % (one
     seed), which is why it waits for a partial probe.
     ``natural`` (colour images): TV 3, the same jitter view, no sparsity prior, init around 0.5.
