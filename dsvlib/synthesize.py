@@ -988,9 +988,8 @@ def _partial_rerun(model: nn.Module, targets: Any, config: SynthConfig, probe: S
     (bench/NOTES.md, item 12): the sparsity prior at 1 trims such a model's candidates to the
     fragments it still reads, and once the probe has shaped them a lighter prior in the second round
     alone did not help; from the start it did.  ``partial_priors`` may also set values other than
-    prior weights (``lr``, ``lr_lambda``, ``coarse``, ``coarse_early``, ``coarse_factor``, ``extend``,
-    ``blur``, ``settle``, ``jitter_weight``; ``PARTIAL_DIGITS`` sets ``lr_lambda``, ``coarse_early`` and ``extend``, items 14,
-    15 and 17)."""
+    prior weights (any name in ``_PARTIAL_FIELDS``; ``PARTIAL_DIGITS`` sets ``lr_lambda``,
+    ``coarse_early`` and ``extend``, items 14, 15 and 17)."""
     offset = probe.steps_run
     rerun_config = partial_config(config)
 
