@@ -79,7 +79,8 @@ def _train(fam: str) -> tuple[torch.Tensor, torch.Tensor]:
     return d.images, d.labels
 
 
-def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid: Path | None) -> dict:
+def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid: Path | None,
+                save_to: Path | None = None) -> dict:
     shipped = name not in zoo.TEACHERS  # a shipped default model, for reference
     model, spec = load_model(name if shipped else zoo.path(name))
     fam = "mnist" if spec.in_channels == 1 else "shortcut"
@@ -87,6 +88,9 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
     targets = torch.arange(spec.num_classes).repeat_interleave(PER_CLASS)
     res = synthesize(model, targets, cfg, seed=synth_seed)
     x, y = res.kept_images()
+    if save_to is not None:  # every candidate, its target and whether it was kept: for offline diagnostics
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": res.images, "targets": targets, "kept": res.kept, "lambdas": res.lambdas}, save_to)
     if grid is not None:
         save_grid(res.images, grid, ncol=PER_CLASS)
     _, student_spec = load_model(FAMILY[fam][0])
@@ -144,6 +148,8 @@ def main() -> None:
     ap.add_argument("--student-seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--grid-dir", default=None, help="also save grids of a tagged run here")
+    ap.add_argument("--save-dsvs", default=None, metavar="DIR",
+                    help="also save each teacher's candidates, targets and kept mask to DIR/<tag>_<teacher>.pt")
     ap.add_argument("--update", action="store_true",
                     help="replace only these teachers' rows in the existing results file (the others stay; "
                          "the file lists every command); runs in parallel may update one file")
@@ -163,7 +169,8 @@ def main() -> None:
     for name in args.teachers:
         grid = (DOCS / f"zoo_{name}.png" if not args.tag else
                 Path(args.grid_dir) / f"zoo_{args.tag}_{name}.png" if args.grid_dir else None)
-        res["rows"].append(run_teacher(name, overrides, args.synth_seed, seeds, grid))
+        save_to = Path(args.save_dsvs) / f"{args.tag or 'zoo'}_{name}.pt" if args.save_dsvs else None
+        res["rows"].append(run_teacher(name, overrides, args.synth_seed, seeds, grid, save_to))
         res["seconds"] = time.perf_counter() - t0
         # after every teacher: an interrupted run keeps what it measured
         save(res, stem, update=args.update)

@@ -143,6 +143,8 @@ class SynthConfig:
                 raise ValueError(f"partial_priors must be (name, value) pairs with a name in {_PARTIAL_FIELDS}, got {pair!r}")
             if not (isinstance(pair[1], (int, float)) and math.isfinite(pair[1]) and pair[1] >= 0):
                 raise ValueError(f"partial_priors: the value of {pair[0]!r} must be a finite number >= 0, got {pair[1]!r}")
+            if pair[0] in ("reseed", "settle") and pair[1] > 1:
+                raise ValueError(f"partial_priors: {pair[0]!r} is a fraction in [0, 1], got {pair[1]!r}")
         for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity",
                      "feature_diversity", "bn_prior", "bn_sample", "anchor", "primal_weight", "jitter_weight", "coarse", "coarse_early", "extend"):
             v = getattr(self, name)
@@ -417,9 +419,10 @@ def trust_reading(cosine: float) -> str:
 _PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
 # what the partial recipe may set: prior weights, the pixel and multiplier steps, the coarse view's weight
 # (second round and early) and block size, the length of the restart's second round, a blur of the
-# pixels, a pixel step that settles over the second round and the jitter view's weight
+# pixels, a pixel step that settles over the second round, the jitter view's weight and the fraction of
+# each round in which a dropped candidate restarts from noise (reseed)
 _PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse", "coarse_early", "coarse_factor", "extend", "blur", "settle",
-                   "jitter_weight", "jitter_cutout")  # jitter_cutout: the jitter view's cutout (Augment.cutout)
+                   "jitter_weight", "jitter_cutout", "reseed")  # jitter_cutout: the jitter view's cutout (Augment.cutout)
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 

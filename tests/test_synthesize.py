@@ -820,6 +820,25 @@ def test_partial_recipe_may_set_the_jitter_views_cutout() -> None:
     assert partial_config(replace(cfg, jitter=None)).jitter is None
 
 
+def test_partial_recipe_may_set_the_reseed_window() -> None:
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 3)
+    # a large multiplier step drops candidates early; the run's own recipe never reseeds
+    cfg = replace(FAST, steps=10, augment=None, lr_lambda=3.0, reseed=0.0, extend=1.0, extend_from=-1.0,
+                  extend_below=1.01, coarse_below=1.01, partial_priors=(("reseed", 1.0),))
+    assert partial_config(cfg).reseed == 1.0
+    assert partial_recipe_text(cfg) == "reseed 1 instead of 0"
+    res = synthesize(model, t, cfg, seed=3)
+    direct = synthesize(model, t, replace(cfg, reseed=1.0, partial_priors=()), seed=3)
+    assert torch.equal(res.images, direct.images) and torch.equal(res.kept, direct.kept)
+    # with reseeding open throughout the restart every candidate is kept; without it some are dropped
+    plain = synthesize(model, t, replace(cfg, partial_priors=(("l1", cfg.l1),)), seed=3)
+    assert res.kept.all() and res.trust["reseeded"]
+    assert not plain.kept.all()
+    with pytest.raises(ValueError, match="fraction"):
+        SynthConfig(partial_priors=(("reseed", 1.5),))
+
+
 def test_settle_slows_the_pixel_step_over_the_second_round_only() -> None:
     model = tiny_model().eval()
     t = torch.tensor([0, 1, 2] * 2)
