@@ -25,7 +25,7 @@ from torch import nn
 
 from .augment import Augment
 from .kkt import batchnorm_layers, flat_cosine, functional_model, num_classes, on_device, per_sample_loss, select_params, stationarity_distance, weighted_grad
-from .losses import feature_spread_loss, feature_stats_loss, sample_stats_loss, binary_prior, centre_prior, mass_centre_prior, diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
+from .losses import feature_spread_loss, feature_stats_loss, sample_stats_loss, binary_prior, centre_prior, mass_centre_prior, solid_core_prior, diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
 
 __all__ = [
     "SynthConfig",
@@ -91,6 +91,7 @@ class SynthConfig:
     binary: float = 0.0  # x (1 - x) prior: pixels at the ends of the range (ink on paper)
     centre: float = 0.0  # x * r^2 prior: ink near the image centre (framed objects, e.g. digits)
     mass_centre: float = 0.0  # squared distance of the ink's centre of mass from the image centre
+    solid_core: float = 0.0  # ink left after a 4x4 erosion: the solid cores of blobs and blocks (strokes keep little)
     diversity: float = 0.0
     feature_diversity: float = 0.0  # same-class cosine of the features the classifier head reads (lower = more spread)
     bn_prior: float = 1.0  # DeepInversion's feature statistics: acts only on models with BatchNorm layers
@@ -145,8 +146,8 @@ class SynthConfig:
                 raise ValueError(f"partial_priors: the value of {pair[0]!r} must be a finite number >= 0, got {pair[1]!r}")
             if pair[0] in ("reseed", "settle") and pair[1] > 1:
                 raise ValueError(f"partial_priors: {pair[0]!r} is a fraction in [0, 1], got {pair[1]!r}")
-        for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity",
-                     "feature_diversity", "bn_prior", "bn_sample", "anchor", "primal_weight", "jitter_weight", "coarse", "coarse_early", "extend"):
+        for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "mass_centre", "solid_core",
+                     "diversity", "feature_diversity", "bn_prior", "bn_sample", "anchor", "primal_weight", "jitter_weight", "coarse", "coarse_early", "extend"):
             v = getattr(self, name)
             if not (v >= 0 and v == v and v != float("inf")):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
@@ -416,7 +417,7 @@ def trust_reading(cosine: float) -> str:
 
 
 # the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
-_PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
+_PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "solid_core", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
 # what the partial recipe may set: prior weights, the pixel and multiplier steps, the coarse view's weight
 # (second round and early) and block size, the length of the restart's second round, a blur of the
 # pixels, a pixel step that settles over the second round, the jitter view's weight and the fraction of
@@ -593,6 +594,7 @@ def _prior_terms(cfg: SynthConfig, x: torch.Tensor, run: _Run, cap: _Captured) -
         "binary": lambda: binary_prior(x).mean(),
         "centre": lambda: centre_prior(x).mean(),
         "mass_centre": lambda: mass_centre_prior(x).mean(),
+        "solid_core": lambda: solid_core_prior(x).mean(),
         "diversity": lambda: diversity_loss(x, run.hard),
         "anchor": lambda: ((x - run.anchor) ** 2).mean() if run.anchor is not None else x.new_zeros(()),
         "bn_prior": lambda: torch.stack(cap.stats).mean() if cap.stats else x.new_zeros(()),

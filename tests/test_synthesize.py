@@ -307,6 +307,28 @@ def test_mass_centre_prior_balances_ink_around_the_centre() -> None:
     assert float(mass_centre_prior(res.images).max()) < 0.25 * float(mass_centre_prior(init).min())
 
 
+def test_solid_core_prior_costs_blobs_not_strokes() -> None:
+    from dsvlib.losses import solid_core_prior
+
+    stroke = torch.zeros(1, 1, 16, 16)
+    stroke[..., 2:14, 7:9] = 1  # a 2-pixel stroke: no 4x4 window lies inside it
+    blob = torch.zeros(1, 1, 16, 16)
+    blob[..., 4:10, 4:10] = 1  # 6x6: a 3x3 patch of windows lies inside, one pixel each
+    assert float(solid_core_prior(stroke)) == 0.0
+    assert math.isclose(float(solid_core_prior(blob)), 9 / 256, rel_tol=1e-6)
+    assert float(solid_core_prior(blob, size=2)) > float(solid_core_prior(blob))
+    # as a synthesis prior it hollows a blob out and leaves the same ink as a stroke alone
+    cfg = replace(FAST, steps=60, stationarity="none", primal_weight=0.0, augment=None, tv=0.0, solid_core=5.0)
+    init = torch.zeros(2, 1, 8, 8)
+    init[:, :, 1:7, 1:7] = 0.8
+    res = synthesize(tiny_model(), torch.tensor([0, 1]), cfg, init=init)
+    assert float(solid_core_prior(res.images).max()) < 0.25 * float(solid_core_prior(init).min())
+    assert float(res.images.sum()) > 0.25 * float(init.sum())  # hollowed, not wiped
+    line = torch.zeros(2, 1, 8, 8)
+    line[:, :, 1:7, 3:5] = 0.8
+    assert torch.allclose(synthesize(tiny_model(), torch.tensor([0, 1]), cfg, init=line).images, line)
+
+
 def test_lr_decay_reaches_zero_step() -> None:
     cfg = replace(FAST, steps=10, augment=None, lr_decay=True)
     seen = []
