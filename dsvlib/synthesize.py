@@ -238,7 +238,10 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     more point, the MLP judge reads 83 %; item 17), a pixel step that settles over the second round
     (``settle`` 1), ``extend`` 3 with the coarse view at 2 or with ``lr_lambda`` 0.002 (item 18), and
     the jitter view at 2 or 0.5 or without its cutout in the restart (item 19: the student 71.7, 77.6
-    or 76.8 % against 77.3 % on noise seeds 3-4, the MLP judge 80-81 % on at least one of them).
+    or 76.8 % against 77.3 % on noise seeds 3-4, the MLP judge 80-81 % on at least one of them), a prior
+    against the candidates' solid cores (``solid_core`` 3, item 20: the 2s become 2s, but over noise
+    seeds 0-2 the student 79.0 % against 78.8 % and the MLP judge 84.8 % against 89.2 %) and a reseed
+    window of 0.6 in the restart (kept 90-94, the MLP judge 80-84 % on seeds 3-4).
     The same sparsity prior for every model cost a BatchNorm ConvNet's student 80.5 -> 76.9 % (one
     seed), which is why it waits for a partial probe.
     ``natural`` (colour images): TV 3, the same jitter view, no sparsity prior, init around 0.5.
