@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--grid-dir", default=None, help="also save grids of a tagged run here")
     ap.add_argument("--save-dsvs", default=None, metavar="DIR",
-                    help="also save each teacher's candidates, targets and kept mask to DIR/<tag>_<teacher>.pt")
+                    help="also save each teacher's candidates, targets, kept mask and lambdas to DIR/<tag>_<teacher>.pt")
     ap.add_argument("--update", action="store_true",
                     help="replace only these teachers' rows in the existing results file (the others stay; "
                          "the file lists every command); runs in parallel may update one file")
