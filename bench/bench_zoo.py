@@ -88,7 +88,7 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
     targets = torch.arange(spec.num_classes).repeat_interleave(PER_CLASS)
     res = synthesize(model, targets, cfg, seed=synth_seed)
     x, y = res.kept_images()
-    if save_to is not None:  # every candidate, its target and whether it was kept: for offline diagnostics
+    if save_to is not None:  # every candidate, its target, whether it was kept and its lambda: for offline diagnostics
         save_to.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"images": res.images, "targets": targets, "kept": res.kept, "lambdas": res.lambdas}, save_to)
     if grid is not None:

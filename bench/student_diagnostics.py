@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from dsvlib import load_model  # noqa: E402
 from dsvlib.data import load_dataset  # noqa: E402
 from dsvlib.evaluate import STUDENT_FIT  # noqa: E402
+from dsvlib.losses import erosion  # noqa: E402
 from dsvlib.models import build_classifier  # noqa: E402
 from dsvlib.train import fit, predict  # noqa: E402
 
@@ -47,15 +48,10 @@ def student(images: torch.Tensor, labels: torch.Tensor, spec, test, seeds=(0, 1,
     return sum(accs) / len(accs), conf
 
 
-def erode(im: torch.Tensor, k: int) -> torch.Tensor:
-    """Each pixel's minimum over the k x k window from it (the image's solid cores)."""
-    return -F.max_pool2d(F.pad(-im, (0, k - 1, 0, k - 1)), k, stride=1)
-
-
 def style(im: torch.Tensor) -> tuple[float, float, float, float]:
     ink = im.sum().clamp_min(1e-6)
     thick = F.relu(F.avg_pool2d(im, 5, stride=1) - 0.6).mean()
-    core = erode(im, 4)
+    core = erosion(im, 4)
     grey = ((im > 0.1) & (im < 0.9)).float().sum() / (im > 0.1).float().sum().clamp_min(1)
     return float(im.mean()), float(thick), float(core.sum() / ink), float(grey)
 
@@ -88,7 +84,7 @@ def main() -> None:
         print(f"student on all {len(x)} candidates: {100 * student(x, y, spec, test)[0]:.1f} %")
         both = reads["LeNet"] & reads["MLP"]
         print(f"student on the {int(both.sum())} kept that both judges read: {100 * student(xk[both], yk[both], spec, test)[0]:.1f} %")
-        thin = (xk - erode(xk, 4)).clamp(0, 1)
+        thin = (xk - erosion(xk, 4)).clamp(0, 1)
         print(f"student on the kept without their solid cores: {100 * student(thin, yk, spec, test)[0]:.1f} %")
 
 

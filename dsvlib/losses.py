@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "centre_prior", "mass_centre_prior", "solid_core_prior", "diversity_loss", "entropy", "feature_stats_loss", "sample_stats_loss", "feature_spread_loss"]
+__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "centre_prior", "mass_centre_prior", "erosion", "solid_core_prior", "diversity_loss", "entropy", "feature_stats_loss", "sample_stats_loss", "feature_spread_loss"]
 
 
 def primal_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -72,14 +72,18 @@ def mass_centre_prior(x: torch.Tensor) -> torch.Tensor:
     return cy ** 2 + cx ** 2
 
 
-def solid_core_prior(x: torch.Tensor, size: int = 4) -> torch.Tensor:
-    """Mean per image of its ``size`` x ``size`` erosion (each pixel's minimum over the window from
-    it, channels summed): the ink whose whole neighbourhood is ink, the solid cores of blobs and
-    blocks.  A handwritten stroke is 2-3 pixels wide at 28x28 and keeps 2-6 % of its ink under a
-    4x4 erosion; a blob keeps most of it."""
+def erosion(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Each pixel's minimum over the ``size`` x ``size`` window from it (down and right; 0 beyond the
+    border), per channel, same shape as ``x``: the ink whose whole neighbourhood is ink."""
     k = size - 1
-    core = -F.max_pool2d(F.pad(-x.sum(1, keepdim=True), (0, k, 0, k)), size, stride=1)
-    return core.flatten(1).mean(1)
+    return -F.max_pool2d(F.pad(-x, (0, k, 0, k)), size, stride=1)
+
+
+def solid_core_prior(x: torch.Tensor, size: int = 4) -> torch.Tensor:
+    """Mean per image of its ``size`` x ``size`` :func:`erosion` (channels summed first): the solid
+    cores of blobs and blocks.  A handwritten stroke is 2-3 pixels wide at 28x28 and keeps 2-6 % of
+    its ink under a 4x4 erosion; a blob keeps most of it."""
+    return erosion(x.sum(1, keepdim=True), size).flatten(1).mean(1)
 
 
 def _same_group_cosine(f: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

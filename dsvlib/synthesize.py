@@ -144,13 +144,16 @@ class SynthConfig:
                 raise ValueError(f"partial_priors must be (name, value) pairs with a name in {_PARTIAL_FIELDS}, got {pair!r}")
             if not (isinstance(pair[1], (int, float)) and math.isfinite(pair[1]) and pair[1] >= 0):
                 raise ValueError(f"partial_priors: the value of {pair[0]!r} must be a finite number >= 0, got {pair[1]!r}")
-            if pair[0] in ("reseed", "settle") and pair[1] > 1:
-                raise ValueError(f"partial_priors: {pair[0]!r} is a fraction in [0, 1], got {pair[1]!r}")
         for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "mass_centre", "solid_core",
                      "diversity", "feature_diversity", "bn_prior", "bn_sample", "anchor", "primal_weight", "jitter_weight", "coarse", "coarse_early", "extend"):
             v = getattr(self, name)
             if not (v >= 0 and v == v and v != float("inf")):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+        if self.partial_priors:  # the restart's config must hold every field's own bounds (reseed, settle: fractions)
+            try:
+                partial_config(self)
+            except ValueError as err:
+                raise ValueError(f"partial_priors: {err}") from None
 
 
 # the partial recipe for digits (default_config's docstring; bench/NOTES.md, items 12, 14, 15 and 17)
