@@ -92,6 +92,10 @@ class SynthConfig:
     centre: float = 0.0  # x * r^2 prior: ink near the image centre (framed objects, e.g. digits)
     mass_centre: float = 0.0  # squared distance of the ink's centre of mass from the image centre
     solid_core: float = 0.0  # ink left after a 4x4 erosion: the solid cores of blobs and blocks (strokes keep little)
+    # more sparsity for the classes the model reads in an empty image: each candidate's L1 (towards
+    # ``background``) weighted by the model's probability of its class for a ``background``-filled image
+    # (the primal term barely constrains such a class, so stray ink survives on its candidates)
+    blank_l1: float = 0.0
     diversity: float = 0.0
     feature_diversity: float = 0.0  # same-class cosine of the features the classifier head reads (lower = more spread)
     bn_prior: float = 1.0  # DeepInversion's feature statistics: acts only on models with BatchNorm layers
@@ -144,7 +148,7 @@ class SynthConfig:
                 raise ValueError(f"partial_priors must be (name, value) pairs with a name in {_PARTIAL_FIELDS}, got {pair!r}")
             if not (isinstance(pair[1], (int, float)) and math.isfinite(pair[1]) and pair[1] >= 0):
                 raise ValueError(f"partial_priors: the value of {pair[0]!r} must be a finite number >= 0, got {pair[1]!r}")
-        for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "mass_centre", "solid_core",
+        for name in ("blur", "lr", "lr_lambda", "lambda_init", "eta", "tv", "norm", "l1", "binary", "centre", "mass_centre", "solid_core", "blank_l1",
                      "diversity", "feature_diversity", "bn_prior", "bn_sample", "anchor", "primal_weight", "jitter_weight", "coarse", "coarse_early", "extend"):
             v = getattr(self, name)
             if not (v >= 0 and v == v and v != float("inf")):
@@ -423,7 +427,7 @@ def trust_reading(cosine: float) -> str:
 
 
 # the per-step loss terms recorded in the history: the total, the two KKT terms and the priors
-_PRIORS = ("tv", "norm", "l1", "binary", "centre", "mass_centre", "solid_core", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
+_PRIORS = ("tv", "norm", "l1", "blank_l1", "binary", "centre", "mass_centre", "solid_core", "diversity", "feature_diversity", "anchor", "bn_prior", "bn_sample")
 # what the partial recipe may set: prior weights, the pixel and multiplier steps, the coarse view's weight
 # (second round and early) and block size, the length of the restart's second round, a blur of the
 # pixels, a pixel step that settles over the second round, the jitter view's weight and the fraction of
@@ -497,6 +501,7 @@ class _Run:
     kernel: torch.Tensor | None
     bn_layers: list[nn.Module]
     from_init: bool
+    _blank: torch.Tensor | None = None
 
     def noise(self, k: int) -> torch.Tensor:
         """k seeded noise candidates at the optimised resolution (the init, and reseeding)."""
@@ -504,6 +509,15 @@ class _Run:
         r = self.config.resolution
         return (self.config.init_mean + self.config.init_noise * torch.randn(k, c, h // r, w // r, generator=self.gen)
                 ).clamp(0, 1)
+
+    def blank_read(self) -> torch.Tensor:
+        """Per candidate, the model's probability of its class for an image filled with ``background``."""
+        if self._blank is None:
+            with torch.no_grad():
+                p = torch.softmax(self.forward(torch.full((1, *self.shape), float(self.config.background),
+                                                          device=self.device)), 1)[0]
+            self._blank = p[self.hard]
+        return self._blank
 
     def render(self, x_param: torch.Tensor) -> torch.Tensor:
         c, h, w = self.shape
@@ -601,6 +615,7 @@ def _prior_terms(cfg: SynthConfig, x: torch.Tensor, run: _Run, cap: _Captured) -
         "centre": lambda: centre_prior(x).mean(),
         "mass_centre": lambda: mass_centre_prior(x).mean(),
         "solid_core": lambda: solid_core_prior(x).mean(),
+        "blank_l1": lambda: (run.blank_read() * l1_prior(x, cfg.background)).mean(),
         "diversity": lambda: diversity_loss(x, run.hard),
         "anchor": lambda: ((x - run.anchor) ** 2).mean() if run.anchor is not None else x.new_zeros(()),
         "bn_prior": lambda: torch.stack(cap.stats).mean() if cap.stats else x.new_zeros(()),

@@ -307,6 +307,29 @@ def test_mass_centre_prior_balances_ink_around_the_centre() -> None:
     assert float(mass_centre_prior(res.images).max()) < 0.25 * float(mass_centre_prior(init).min())
 
 
+def test_blank_l1_thins_only_the_classes_an_empty_image_is_read_as() -> None:
+    model = tiny_model(arch="mlp")
+    with torch.no_grad():  # a model that reads an empty (black) image as class 0, and not as 1 or 2
+        last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        last.bias.copy_(torch.tensor([8.0, -8.0, -8.0]))
+    blank = torch.softmax(model(torch.zeros(1, 1, 8, 8)), 1)[0]
+    assert blank[0] > 0.99 and blank[1:].max() < 0.01
+    cfg = replace(FAST, steps=60, stationarity="none", primal_weight=0.0, augment=None, tv=0.1)
+    init = torch.zeros(3, 1, 8, 8)
+    init[:, :, 2:6, 2:6] = 0.8
+    targets = torch.tensor([0, 1, 2])
+    without = synthesize(model, targets, cfg, init=init).images
+    res = synthesize(model, targets, replace(cfg, blank_l1=5.0), init=init)
+    # class 0: its ink costs, so it fades far below what TV alone leaves
+    assert float(res.images[0].sum()) < 0.25 * float(without[0].sum())
+    # classes 1, 2: their weight is ~0 (Adam still moves the pixels where TV is flat a little)
+    assert torch.allclose(res.images[1:].sum((1, 2, 3)), without[1:].sum((1, 2, 3)), rtol=0.02)
+    assert float((res.images[1:] - without[1:]).abs().max()) < 0.05
+    assert res.history["blank_l1"][0] > 0
+    # the model handed in is unchanged
+    assert torch.equal(last.bias, torch.tensor([8.0, -8.0, -8.0]))
+
+
 def test_solid_core_prior_costs_blobs_not_strokes() -> None:
     from dsvlib.losses import solid_core_prior
 
