@@ -10,6 +10,8 @@ stroke's density (5x5 mean over 0.6), the fraction of the ink left after a 4x4 e
 cores), and the grey fraction of the ink.  ``--subsets``: the student also on all candidates (kept
 or not, a dropped one as it was when dropped), on the kept ones both judges read as their class, and
 on the kept ones with their solid cores taken out (each image minus its 4x4 erosion: thinner strokes).
+``--swap``: per class, the student on the kept DSVs with that class's replaced by 10 real training
+digits of it (the same seeded draw for every run): which class's DSVs hold the student back.
 MNIST-family runs only.
 """
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file")
     ap.add_argument("--subsets", action="store_true")
+    ap.add_argument("--swap", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     d = torch.load(args.file, weights_only=True)
@@ -86,6 +89,16 @@ def main() -> None:
         print(f"student on the {int(both.sum())} kept that both judges read: {100 * student(xk[both], yk[both], spec, test)[0]:.1f} %")
         thin = (xk - erosion(xk, 4)).clamp(0, 1)
         print(f"student on the kept without their solid cores: {100 * student(thin, yk, spec, test)[0]:.1f} %")
+    if args.swap:
+        g = torch.Generator().manual_seed(0)
+        print("class | student with its DSVs replaced by 10 real digits | change")
+        for c in range(10):
+            pool = torch.nonzero(real.labels == c).flatten()
+            pick = pool[torch.randperm(len(pool), generator=g)[:10]]
+            xs = torch.cat([xk[yk != c], real.images[pick]])
+            ys = torch.cat([yk[yk != c], real.labels[pick]])
+            a = student(xs, ys, spec, test)[0]
+            print(f"{c} | {100 * a:.1f} % | {100 * (a - acc):+.1f}")
 
 
 if __name__ == "__main__":
