@@ -251,7 +251,8 @@ def default_config(kind: str = "digits", **overrides: Any) -> SynthConfig:
     window of 0.6 in the restart (kept 90-94, the MLP judge 80-84 % on seeds 3-4).  Not adopted for want of
     a re-measurement on the tables' teacher: ``blank_l1`` 0.7 (item 21: the full sparsity prior for the
     class an empty image is read as; on the ResNet retrained on another machine, seeds 0-2, student
-    76.7 -> 77.9 %, MLP judge 80.3 -> 82.7 %, LeNet judge 95.4 -> 97.3 %, both short of their targets).
+    76.7 -> 77.9 %, MLP judge 80.3 -> 82.7 %, LeNet judge 95.4 -> 97.3 %, both short of their targets;
+    with ``solid_core`` 3 beside it, student 79.1 % and MLP judge 83.8 %).
     The same sparsity prior for every model cost a BatchNorm ConvNet's student 80.5 -> 76.9 % (one
     seed), which is why it waits for a partial probe.
     ``natural`` (colour images): TV 3, the same jitter view, no sparsity prior, init around 0.5.
