@@ -505,7 +505,7 @@ class _Run:
     kernel: torch.Tensor | None
     bn_layers: list[nn.Module]
     from_init: bool
-    _blank: torch.Tensor | None = None
+    blank: torch.Tensor | None  # per candidate, the model's probability of its class for an empty image (blank_l1)
 
     def noise(self, k: int) -> torch.Tensor:
         """k seeded noise candidates at the optimised resolution (the init, and reseeding)."""
@@ -513,15 +513,6 @@ class _Run:
         r = self.config.resolution
         return (self.config.init_mean + self.config.init_noise * torch.randn(k, c, h // r, w // r, generator=self.gen)
                 ).clamp(0, 1)
-
-    def blank_read(self) -> torch.Tensor:
-        """Per candidate, the model's probability of its class for an image filled with ``background``."""
-        if self._blank is None:
-            with torch.no_grad():
-                p = torch.softmax(self.forward(torch.full((1, *self.shape), float(self.config.background),
-                                                          device=self.device)), 1)[0]
-            self._blank = p[self.hard]
-        return self._blank
 
     def render(self, x_param: torch.Tensor) -> torch.Tensor:
         c, h, w = self.shape
@@ -585,17 +576,27 @@ def _setup(work: nn.Module, targets: Any, config: SynthConfig, init: torch.Tenso
             raise ValueError(f"init must have shape {(n, c, h, w)}, got {tuple(init.shape)}")
         if not torch.isfinite(init).all():
             raise ValueError("init contains NaN or inf")
+    hard = y if y.dim() == 1 else y.argmax(1)
     run = _Run(config=config, forward=forward, leaves=leaves, theta=[p.detach() for p in leaves], y=y,
-               hard=y if y.dim() == 1 else y.argmax(1), shape=shape, gen=torch.Generator(device="cpu").manual_seed(seed),
+               hard=hard, shape=shape, gen=torch.Generator(device="cpu").manual_seed(seed),
                device=device, anchor=init.to(device) if (init is not None and config.anchor > 0) else None,
                kernel=_gaussian_kernel(config.blur, c, device) if config.blur > 0 else None,
-               bn_layers=batchnorm_layers(forward.module) if config.bn_prior > 0 or config.bn_sample > 0 else [], from_init=init is not None)
+               bn_layers=batchnorm_layers(forward.module) if config.bn_prior > 0 or config.bn_sample > 0 else [], from_init=init is not None,
+               blank=_blank_read(forward, shape, config.background, hard, device) if config.blank_l1 > 0 else None)
     if init is None:
         x0 = run.noise(n)
     else:
         x0 = init.clamp(0, 1)
         x0 = F.avg_pool2d(x0, r) if r > 1 else x0
     return run, x0
+
+
+def _blank_read(forward: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int, int], background: float,
+                hard: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Per candidate, the model's probability of its class for an image filled with ``background``."""
+    with torch.no_grad():
+        p = torch.softmax(forward(torch.full((1, *shape), float(background), device=device)), 1)[0]
+    return p[hard]
 
 
 def _start(run: _Run, x0: torch.Tensor) -> _State:
@@ -619,7 +620,7 @@ def _prior_terms(cfg: SynthConfig, x: torch.Tensor, run: _Run, cap: _Captured) -
         "centre": lambda: centre_prior(x).mean(),
         "mass_centre": lambda: mass_centre_prior(x).mean(),
         "solid_core": lambda: solid_core_prior(x).mean(),
-        "blank_l1": lambda: (run.blank_read() * l1_prior(x, cfg.background)).mean(),
+        "blank_l1": lambda: (run.blank * l1_prior(x, cfg.background)).mean(),
         "diversity": lambda: diversity_loss(x, run.hard),
         "anchor": lambda: ((x - run.anchor) ** 2).mean() if run.anchor is not None else x.new_zeros(()),
         "bn_prior": lambda: torch.stack(cap.stats).mean() if cap.stats else x.new_zeros(()),
