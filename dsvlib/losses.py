@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "centre_prior", "mass_centre_prior", "erosion", "solid_core_prior", "diversity_loss", "entropy", "feature_stats_loss", "sample_stats_loss", "feature_spread_loss"]
+__all__ = ["primal_loss", "total_variation", "norm_prior", "l1_prior", "binary_prior", "centre_prior", "mass_centre_prior", "erosion", "solid_core_prior", "diversity_loss", "entropy", "feature_stats_loss", "sample_stats_loss", "sample_shape_loss", "feature_spread_loss"]
 
 
 def primal_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -142,3 +142,25 @@ def sample_stats_loss(features: torch.Tensor, running_mean: torch.Tensor, runnin
     if features.dim() < 3:  # a 1-d BatchNorm on (N, C): no positions to pool over
         raise ValueError("sample_stats_loss needs features with spatial positions (N, C, ...)")
     return _stats_distance(features, list(range(2, features.dim())), running_mean, running_var)
+
+
+def sample_shape_loss(features: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor,
+                      blank: torch.Tensor, band: float) -> torch.Tensor:
+    """:func:`sample_stats_loss` with each sample's amount of ink left free within ``1 +- band`` of
+    the data's average, (N,).  Measured from ``blank`` (the layer's per-channel input for an empty
+    image), a sample's first and second moments grow with the share of its positions that hold
+    strokes: a 1 has fewer than a 0, and the running statistics average over every class.  So each
+    sample is compared with the running moments scaled by its own ink ``f`` (its second moment over
+    the data's, clamped to the band): what is matched is how the strokes look (which edges, how
+    sharp), not how many there are.  ``band`` 0 holds every sample to the average amount."""
+    if features.dim() < 3:
+        raise ValueError("sample_shape_loss needs features with spatial positions (N, C, ...)")
+    dims = list(range(2, features.dim()))
+    d = features - blank.view(1, -1, *[1] * len(dims))
+    s1, s2 = d.mean(dims), (d ** 2).mean(dims)
+    t1 = running_mean - blank
+    t2 = running_var + t1 ** 2
+    f = (s2.sum(1) / t2.sum().clamp_min(1e-12)).clamp(1 - band, 1 + band).unsqueeze(1)
+    err1 = (s1 - f * t1).norm(dim=-1)
+    err2 = ((s2 + 1e-5).sqrt() - (f * t2 + 1e-5).sqrt()).norm(dim=-1)
+    return (err1 + err2) / (running_var + 1e-5).sqrt().norm().clamp_min(1e-6)

@@ -25,7 +25,7 @@ from torch import nn
 
 from .augment import Augment
 from .kkt import batchnorm_layers, flat_cosine, functional_model, num_classes, on_device, per_sample_loss, select_params, stationarity_distance, weighted_grad
-from .losses import feature_spread_loss, feature_stats_loss, sample_stats_loss, binary_prior, centre_prior, mass_centre_prior, solid_core_prior, diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
+from .losses import feature_spread_loss, feature_stats_loss, sample_stats_loss, sample_shape_loss, binary_prior, centre_prior, mass_centre_prior, solid_core_prior, diversity_loss, entropy, l1_prior, norm_prior, primal_loss, total_variation
 
 __all__ = [
     "SynthConfig",
@@ -102,6 +102,9 @@ class SynthConfig:
     # the same statistics per candidate at the first BatchNorm layer (each image's ink and edges as the
     # data's; models with BatchNorm layers on images only)
     bn_sample: float = 0.0
+    # bn_sample with each candidate's amount of ink free within 1 +- bn_ink of the data's average (the
+    # running statistics average over every class: a 1 has less ink than a 0); 0: the average for all
+    bn_ink: float = 0.0
     reseed: float = 0.0  # a candidate dropped before this fraction of the steps restarts from fresh noise
     anchor: float = 0.0  # L2 pull towards the init images (editing keeps structure)
     blur: float = 0.0  # std (pixels) of a Gaussian applied to the optimised pixels: smooth, anti-aliased strokes
@@ -135,6 +138,8 @@ class SynthConfig:
             raise ValueError(f"reseed must be a fraction of the steps in [0, 1], got {self.reseed}")
         if self.resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {self.resolution}")
+        if not 0.0 <= self.bn_ink < 1.0:
+            raise ValueError(f"bn_ink must be in [0, 1), got {self.bn_ink}")
         if self.coarse_factor < 1:
             raise ValueError(f"coarse_factor must be >= 1, got {self.coarse_factor}")
         if not 0.0 <= self.settle <= 1.0:
@@ -437,7 +442,7 @@ _PRIORS = ("tv", "norm", "l1", "blank_l1", "binary", "centre", "mass_centre", "s
 # pixels, a pixel step that settles over the second round, the jitter view's weight and the fraction of
 # each round in which a dropped candidate restarts from noise (reseed)
 _PARTIAL_FIELDS = (*_PRIORS, "lr", "lr_lambda", "coarse", "coarse_early", "coarse_factor", "extend", "blur", "settle",
-                   "jitter_weight", "jitter_cutout", "reseed")  # jitter_cutout: the jitter view's cutout (Augment.cutout)
+                   "jitter_weight", "jitter_cutout", "reseed", "bn_ink")  # jitter_cutout: the jitter view's cutout (Augment.cutout)
 LOSS_TERMS = ("total", "stationarity", "primal", "jitter", "coarse", *_PRIORS)
 
 
@@ -506,6 +511,7 @@ class _Run:
     bn_layers: list[nn.Module]
     from_init: bool
     blank: torch.Tensor | None  # per candidate, the model's probability of its class for an empty image (blank_l1)
+    bn_blank: torch.Tensor | None = None  # the first BatchNorm layer's per-channel input for an empty image (bn_ink)
 
     def noise(self, k: int) -> torch.Tensor:
         """k seeded noise candidates at the optimised resolution (the init, and reseeding)."""
@@ -583,6 +589,8 @@ def _setup(work: nn.Module, targets: Any, config: SynthConfig, init: torch.Tenso
                kernel=_gaussian_kernel(config.blur, c, device) if config.blur > 0 else None,
                bn_layers=batchnorm_layers(forward.module) if config.bn_prior > 0 or config.bn_sample > 0 else [], from_init=init is not None,
                blank=_blank_read(forward, shape, config.background, hard, device) if config.blank_l1 > 0 else None)
+    if config.bn_sample > 0 and config.bn_ink > 0 and run.bn_layers:
+        run.bn_blank = _blank_features(forward, run.bn_layers[0], shape, config.background, device)
     if init is None:
         x0 = run.noise(n)
     else:
@@ -597,6 +605,20 @@ def _blank_read(forward: Callable[[torch.Tensor], torch.Tensor], shape: tuple[in
     with torch.no_grad():
         p = torch.softmax(forward(torch.full((1, *shape), float(background), device=device)), 1)[0]
     return p[hard]
+
+
+def _blank_features(forward: Callable[[torch.Tensor], torch.Tensor], layer: nn.Module, shape: tuple[int, int, int],
+                    background: float, device: torch.device) -> torch.Tensor:
+    """``layer``'s per-channel input, averaged over positions, for an image filled with ``background``."""
+    seen: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    try:
+        with torch.no_grad():
+            forward(torch.full((1, *shape), float(background), device=device))
+    finally:
+        hook.remove()
+    f = seen[0]
+    return f.mean(list(range(2, f.dim())))[0] if f.dim() > 2 else f[0]
 
 
 def _start(run: _Run, x0: torch.Tensor) -> _State:
@@ -882,7 +904,8 @@ def _hooks(run: _Run, st: _State, cap: _Captured, collecting: list[bool]) -> lis
             if cfg.bn_prior > 0:
                 cap.stats.append(feature_stats_loss(feats, mod.running_mean, mod.running_var))
             if cfg.bn_sample > 0 and mod is first and feats.dim() > 2:
-                cap.samples.append(sample_stats_loss(feats, mod.running_mean, mod.running_var))
+                cap.samples.append(sample_stats_loss(feats, mod.running_mean, mod.running_var) if run.bn_blank is None else
+                                   sample_shape_loss(feats, mod.running_mean, mod.running_var, run.bn_blank, cfg.bn_ink))
 
     def on_head(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
         if collecting[0] and threading.get_ident() == me and st.kept.any():

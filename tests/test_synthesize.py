@@ -534,6 +534,50 @@ def test_bn_sample_pulls_each_candidate_toward_the_first_layer_statistics() -> N
     assert max(on.history["bn_prior"]) == 0  # the batch prior stays off
 
 
+def test_sample_shape_loss_leaves_the_amount_of_ink_free_within_its_band() -> None:
+    """A sample with the data's strokes at half as many positions matches the running statistics once
+    its ink is free (band 0.5), and not when every sample is held to the average (band 0)."""
+    from dsvlib.losses import sample_shape_loss
+
+    g = torch.Generator().manual_seed(0)
+    blank = torch.randn(4, generator=g)
+    strokes = torch.randn(4, 8, generator=g) + 1.0  # 8 positions' features
+    full = blank.view(4, 1).repeat(1, 32)  # 32 positions: the strokes twice, the rest blank
+    full[:, :16] = strokes.repeat(1, 2)
+    half = blank.view(4, 1).repeat(1, 32)
+    half[:, :8] = strokes  # the same strokes, once
+    d = full - blank.view(4, 1)
+    running_mean = blank + d.mean(1)
+    running_var = (d ** 2).mean(1) - d.mean(1) ** 2
+    f = torch.stack([full, half]).view(2, 4, 4, 8)
+    loss = {band: sample_shape_loss(f, running_mean, running_var, blank, band) for band in (0.0, 0.3, 0.5)}
+    assert loss[0.5].shape == (2,)
+    assert float(loss[0.5].max()) < 1e-2  # both samples: the data's strokes
+    assert float(loss[0.0][1]) > 0.3 and float(loss[0.0][0]) < 1e-2  # held to the average, half the ink costs
+    assert 1e-2 < float(loss[0.3][1]) < float(loss[0.0][1])  # a narrower band: part of it
+    with pytest.raises(ValueError, match="spatial"):
+        sample_shape_loss(torch.randn(5, 4), running_mean, running_var, blank, 0.5)
+
+
+def test_bn_ink_lets_a_sparse_candidate_keep_less_ink_than_the_average() -> None:
+    """bn_sample alone pulls a candidate with half of the image empty to the data's average ink; with
+    bn_ink its amount of ink may stay lower while its strokes still move to the data's."""
+    model = BnDropoutNet().eval()
+    cfg = replace(BN_FAST, steps=40, stationarity="none", primal_weight=0.0, tv=0.0, bn_prior=0.0, bn_sample=1.0)
+    t = torch.tensor([0, 1, 2] * 2)
+    init = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3)) ** 3
+    init[:, :, :4] = 0  # the top half empty
+    held = synthesize(model, t, cfg, init=init, input_shape=(1, 8, 8))
+    free = synthesize(model, t, replace(cfg, bn_ink=0.6), init=init, input_shape=(1, 8, 8))
+    gain_held = float(held.images.mean() - init.mean())
+    gain_free = float(free.images.mean() - init.mean())
+    assert gain_held > 0.05
+    assert gain_free < 0.6 * gain_held
+    assert free.history["bn_sample"][0] < held.history["bn_sample"][0]  # the ink no longer costs
+    with pytest.raises(ValueError, match="bn_ink"):
+        SynthConfig(bn_ink=1.0)
+
+
 def test_defaults_explained_names_the_batchnorm_layers_it_found() -> None:
     from dsvlib.synthesize import defaults_explained
 
