@@ -123,12 +123,18 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
 
 def write_markdown(res: dict, path: Path) -> None:
     cmds = res.get("commands", [res["command"]])
+    machines: dict[str, list[str]] = {}
+    for r in res["rows"]:
+        machines.setdefault(r.get("machine", res["machine"]), []).append(r["teacher"])
+    where = (f"Machine: {next(iter(machines))}" if len(machines) <= 1 else
+             "Machines (each teacher trained and run on one): "
+             + "; ".join(f"{m} ({', '.join(ts)})" for m, ts in machines.items()))
     lines = [("Command: " if len(cmds) == 1 else "Commands (each replaced its teachers' rows): ")
-             + "; ".join(f"`{c}`" for c in cmds) + "  ", f"Machine: {res['machine']}", ""]
+             + "; ".join(f"`{c}`" for c in cmds) + "  ", where, ""]
     lines += ["| teacher | test acc | training-data cos | trust (best cos) | kept | student (real 10/class) | ratio | judges | "
               "diversity (real) | steps | time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in res["rows"]:
-        b = res["baselines"][r["family"]]
+        b = r.get("baseline", res["baselines"][r["family"]])
         judges = " / ".join(f"{100 * v:.0f} %" for v in r["judges"].values())
         lines.append(
             f"| {r['teacher']} ({r['notes']}) | {100 * r['test_accuracy']:.1f} % | {r['training_data_cosine']:.2f} | {r['trust']} ({r.get('trust_cosine', r['best_cosine']):.2f}) "
@@ -170,7 +176,11 @@ def main() -> None:
         grid = (DOCS / f"zoo_{name}.png" if not args.tag else
                 Path(args.grid_dir) / f"zoo_{args.tag}_{name}.png" if args.grid_dir else None)
         save_to = Path(args.save_dsvs) / f"{args.tag or 'zoo'}_{name}.pt" if args.save_dsvs else None
-        res["rows"].append(run_teacher(name, overrides, args.synth_seed, seeds, grid, save_to))
+        row = run_teacher(name, overrides, args.synth_seed, seeds, grid, save_to)
+        # each row keeps the machine that trained its teacher and ran it, with that run's real baseline:
+        # --update may merge rows measured on different machines into one file
+        row.update(machine=res["machine"], baseline=res["baselines"][row["family"]])
+        res["rows"].append(row)
         res["seconds"] = time.perf_counter() - t0
         # after every teacher: an interrupted run keeps what it measured
         save(res, stem, update=args.update)

@@ -124,7 +124,7 @@ def seeds_section() -> list[str]:
         studs = [a for r in rows for a in r["student_runs"]]
         mean = sum(studs) / len(studs)
         std = (sum((a - mean) ** 2 for a in studs) / max(1, len(studs) - 1)) ** 0.5
-        real = base["baselines"][rows[0]["family"]]["student_mean"]
+        real = rows[0].get("baseline", base["baselines"][rows[0]["family"]])["student_mean"]
         judges = rows[0]["judges"].keys()
         jtext = " / ".join(f"{100 * sum(r['judges'][k] for r in rows) / len(rows):.1f} % "
                            f"({100 * min(r['judges'][k] for r in rows):.0f} %)" for k in judges)
