@@ -609,9 +609,12 @@ def _blank_read(forward: Callable[[torch.Tensor], torch.Tensor], shape: tuple[in
 
 def _blank_features(forward: Callable[[torch.Tensor], torch.Tensor], layer: nn.Module, shape: tuple[int, int, int],
                     background: float, device: torch.device) -> torch.Tensor:
-    """``layer``'s per-channel input, averaged over positions, for an image filled with ``background``."""
+    """``layer``'s per-channel input, averaged over positions, for an image filled with ``background``
+    (read on this thread's forward only: another thread may use the same model meanwhile)."""
     seen: list[torch.Tensor] = []
-    hook = layer.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    me = threading.get_ident()
+    hook = layer.register_forward_hook(
+        lambda mod, inp, out: seen.append(inp[0].detach()) if threading.get_ident() == me else None)
     try:
         with torch.no_grad():
             forward(torch.full((1, *shape), float(background), device=device))
