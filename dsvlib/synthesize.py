@@ -514,7 +514,7 @@ class _Run:
     bn_layers: list[nn.Module]
     from_init: bool
     blank: torch.Tensor | None  # per candidate, the model's probability of its class for an empty image (blank_l1)
-    bn_blank: torch.Tensor | None = None  # the first BatchNorm layer's per-channel input for an empty image (bn_ink)
+    bn_blank: torch.Tensor | None  # the first BatchNorm layer's per-channel input for an empty image (bn_ink)
 
     def noise(self, k: int) -> torch.Tensor:
         """k seeded noise candidates at the optimised resolution (the init, and reseeding)."""
@@ -586,14 +586,16 @@ def _setup(work: nn.Module, targets: Any, config: SynthConfig, init: torch.Tenso
         if not torch.isfinite(init).all():
             raise ValueError("init contains NaN or inf")
     hard = y if y.dim() == 1 else y.argmax(1)
+    bn_layers = batchnorm_layers(forward.module) if config.bn_prior > 0 or config.bn_sample > 0 else []
+    ink_layer = bn_layers[0] if config.bn_sample > 0 and config.bn_ink > 0 and bn_layers else None
+    blank_p, bn_blank = (_blank_pass(forward, shape, config.background, device, ink_layer)
+                         if config.blank_l1 > 0 or ink_layer is not None else (None, None))
     run = _Run(config=config, forward=forward, leaves=leaves, theta=[p.detach() for p in leaves], y=y,
                hard=hard, shape=shape, gen=torch.Generator(device="cpu").manual_seed(seed),
                device=device, anchor=init.to(device) if (init is not None and config.anchor > 0) else None,
                kernel=_gaussian_kernel(config.blur, c, device) if config.blur > 0 else None,
-               bn_layers=batchnorm_layers(forward.module) if config.bn_prior > 0 or config.bn_sample > 0 else [], from_init=init is not None,
-               blank=_blank_read(forward, shape, config.background, hard, device) if config.blank_l1 > 0 else None)
-    if config.bn_sample > 0 and config.bn_ink > 0 and run.bn_layers:
-        run.bn_blank = _blank_features(forward, run.bn_layers[0], shape, config.background, device)
+               bn_layers=bn_layers, from_init=init is not None,
+               blank=blank_p[hard] if config.blank_l1 > 0 else None, bn_blank=bn_blank)
     if init is None:
         x0 = run.noise(n)
     else:
@@ -602,29 +604,26 @@ def _setup(work: nn.Module, targets: Any, config: SynthConfig, init: torch.Tenso
     return run, x0
 
 
-def _blank_read(forward: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int, int], background: float,
-                hard: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Per candidate, the model's probability of its class for an image filled with ``background``."""
-    with torch.no_grad():
-        p = torch.softmax(forward(torch.full((1, *shape), float(background), device=device)), 1)[0]
-    return p[hard]
-
-
-def _blank_features(forward: Callable[[torch.Tensor], torch.Tensor], layer: nn.Module, shape: tuple[int, int, int],
-                    background: float, device: torch.device) -> torch.Tensor:
-    """``layer``'s per-channel input, averaged over positions, for an image filled with ``background``
-    (read on this thread's forward only: another thread may use the same model meanwhile)."""
+def _blank_pass(forward: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int, int], background: float,
+                device: torch.device, layer: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward of an image filled with ``background``: the model's class probabilities for it
+    (``blank_l1``) and, where ``layer`` is given, that layer's per-channel input averaged over
+    positions (``bn_ink``; read on this thread's forward only: another thread may use the same model
+    meanwhile)."""
     seen: list[torch.Tensor] = []
     me = threading.get_ident()
     hook = layer.register_forward_hook(
-        lambda mod, inp, out: seen.append(inp[0].detach()) if threading.get_ident() == me else None)
+        lambda mod, inp, out: seen.append(inp[0].detach()) if threading.get_ident() == me else None) if layer else None
     try:
         with torch.no_grad():
-            forward(torch.full((1, *shape), float(background), device=device))
+            p = torch.softmax(forward(torch.full((1, *shape), float(background), device=device)), 1)[0]
     finally:
-        hook.remove()
+        if hook is not None:
+            hook.remove()
+    if not seen:
+        return p, None
     f = seen[0]
-    return f.mean(list(range(2, f.dim())))[0] if f.dim() > 2 else f[0]
+    return p, f.mean(list(range(2, f.dim())))[0] if f.dim() > 2 else f[0]
 
 
 def _start(run: _Run, x0: torch.Tensor) -> _State:
