@@ -2,6 +2,7 @@
 
     python bench/bench_zoo.py                       # every zoo teacher, default settings
     python bench/bench_zoo.py --teachers zoo_mlp --set bn_prior=0 --tag no_bn_prior
+    python bench/bench_zoo.py --adopt bench/results/screens/zoo_T.json   # a screen of today's defaults
 
 Per teacher: 10 candidates per class from noise (zero real images) with the defaults the app
 uses for that model (``dsvlib.synthesize.config_for``); kept of 100 (lambda >= 0), the trust
@@ -79,10 +80,19 @@ def _train(fam: str) -> tuple[torch.Tensor, torch.Tensor]:
     return d.images, d.labels
 
 
+def config_record(cfg) -> dict:
+    """A config as a results row stores it (JSON values; the rest by repr)."""
+    return {k: (repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v) for k, v in vars(cfg).items()}
+
+
+def _teacher(name: str):
+    shipped = name not in zoo.TEACHERS  # a shipped default model, for reference
+    return (*load_model(name if shipped else zoo.path(name)), shipped)
+
+
 def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid: Path | None,
                 save_to: Path | None = None) -> dict:
-    shipped = name not in zoo.TEACHERS  # a shipped default model, for reference
-    model, spec = load_model(name if shipped else zoo.path(name))
+    model, spec, shipped = _teacher(name)
     fam = "mnist" if spec.in_channels == 1 else "shortcut"
     cfg = config_for(model, spec, **overrides)
     targets = torch.arange(spec.num_classes).repeat_interleave(PER_CLASS)
@@ -113,8 +123,7 @@ def run_teacher(name: str, overrides: dict, synth_seed: int, student_seeds, grid
         "coarse_at": res.trust.get("coarse_at"), "coarse_read": res.trust.get("coarse_read"),
         "dropped_at_steps": sorted(res.trust["dropped"].values()),
         "reseeded": sum(len(v) for v in res.trust["reseeded"].values()),
-        "config": {k: (repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v)
-                   for k, v in vars(cfg).items()},
+        "config": config_record(cfg),
         "grid": (str(grid.relative_to(ROOT)) if grid.is_relative_to(ROOT) else str(grid)) if grid else None,
     }
     print(json.dumps({k: v for k, v in row.items() if k not in ("config", "student_runs", "dropped_at_steps")}), flush=True)
@@ -159,7 +168,14 @@ def main() -> None:
     ap.add_argument("--update", action="store_true",
                     help="replace only these teachers' rows in the existing results file (the others stay; "
                          "the file lists every command); runs in parallel may update one file")
+    ap.add_argument("--adopt", nargs="+", default=None, metavar="FILE",
+                    help="merge the rows of these tagged results files (screens) into zoo.json (noise seed 0) or "
+                         "zoo_seedS.json, each with its own command; only rows whose config is exactly the one "
+                         "the bench would use for that teacher today: a screen of what became the default")
     args = ap.parse_args()
+    if args.adopt:
+        adopt([Path(f) for f in args.adopt])
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: _literal(v) for k, v in (s.split("=", 1) for s in args.set)}
@@ -185,6 +201,32 @@ def main() -> None:
         # after every teacher: an interrupted run keeps what it measured
         save(res, stem, update=args.update)
     print((RESULTS / f"{stem}.md").read_text())
+
+
+def adopt(files: list[Path]) -> None:
+    """Merge screen rows that ran today's defaults into the tables' files (see ``--adopt``).
+
+    A row is refused, with the settings that differ, unless its stored config equals
+    ``config_for`` on its teacher today.  Its grid (seed 0) is copied to docs/zoo_<teacher>.png."""
+    for f in files:
+        screen = json.loads(f.read_text())
+        for row in screen["rows"]:
+            model, spec, _ = _teacher(row["teacher"])
+            now = config_record(config_for(model, spec))
+            differ = sorted(k for k in now.keys() | row["config"].keys() if now.get(k) != row["config"].get(k))
+            if differ:
+                raise SystemExit(f"{f}: {row['teacher']} ran other settings than today's defaults: "
+                                 + ", ".join(f"{k} {row['config'].get(k)!r} (today {now.get(k)!r})" for k in differ))
+            seed = row["synth_seed"]
+            row = dict(row)
+            if seed == 0 and row.get("grid") and Path(row["grid"]).exists():
+                dest = DOCS / f"zoo_{row['teacher']}.png"
+                dest.write_bytes(Path(row["grid"]).read_bytes())
+                row["grid"] = str(dest.relative_to(ROOT))
+            res = {"command": screen["command"], "machine": row.get("machine", screen["machine"]),
+                   "overrides": screen.get("overrides", []), "baselines": screen["baselines"], "rows": [row]}
+            save(res, "zoo" if seed == 0 else f"zoo_seed{seed}", update=True)
+            print(f"{f.name}: {row['teacher']} (noise seed {seed}) merged")
 
 
 def save(res: dict, stem: str, *, update: bool) -> None:
