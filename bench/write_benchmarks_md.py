@@ -113,7 +113,8 @@ def seeds_section() -> list[str]:
     runs = [base] + [json.loads(p.read_text()) for p in seed_files]
     teachers = [r["teacher"] for r in base["rows"]
                 if any(r["teacher"] == x["teacher"] for res in runs[1:] for x in res["rows"])]
-    out = ["The teachers whose trust reading is not weak, from noise seeds 0-2 (3 students each), pooled: "
+    out = ["The teachers measured from noise seeds 0-2 (every teacher whose trust reading is not weak, and the held-out "
+           "ones; 3 students each), pooled: "
            "`python bench/bench_zoo.py --teachers T ... --synth-seed S --tag seedS --threads 1` "
            f"({', '.join(f'`{p.name}`' for p in seed_files)}; seed 0 is the table above):", "",
            "| teacher | noise seeds | kept (each) | trust cos (each) | steps (each) | student, pooled | ratio to real 10/class "
