@@ -419,9 +419,9 @@ def trust_strength(cosine: float | None) -> str:
     model (training-data cosine 0.88, DSV runs reach ~0.8) and an Adam model without weight decay
     (training-data cosine 0.04, DSV runs reach ~0.25-0.45, students trained on its DSVs learn
     13 or more points less).  On the zoo of bench/bench_zoo.py a student retrained on the DSVs
-    reached 0.87-0.94 of what 10 real images per class teach on "strong" runs, 0.81-0.85 on the
-    "partial" ones (a ResNet, a BatchNorm ConvNet trained with Adam; noise seeds 0-2) and 0.60-0.65
-    on "weak" runs.
+    reached 0.87-0.96 of what 10 real images per class teach on "strong" runs, 0.81-0.85 on the
+    "partial" ones (a ResNet, a BatchNorm ConvNet trained with Adam; noise seeds 0-2) and 0.64-0.68
+    on the digit teachers' "weak" runs (BENCHMARKS.md, zoo tables).
     """
     if cosine is None or cosine != cosine:
         return "unknown"
