@@ -206,17 +206,23 @@ def main() -> None:
 def adopt(files: list[Path]) -> None:
     """Merge screen rows that ran today's defaults into the tables' files (see ``--adopt``).
 
-    A row is refused, with the settings that differ, unless its stored config equals
-    ``config_for`` on its teacher today.  Its grid (seed 0) is copied to docs/zoo_<teacher>.png."""
-    for f in files:
-        screen = json.loads(f.read_text())
+    Every row of every file is checked before any is merged: a row is refused, with the settings
+    that differ, unless its stored config equals ``config_for`` on its teacher today.  Its grid
+    (seed 0) is copied to docs/zoo_<teacher>.png."""
+    today: dict[str, dict] = {}
+    screens = [(f, json.loads(f.read_text())) for f in files]
+    for f, screen in screens:
         for row in screen["rows"]:
-            model, spec, _ = _teacher(row["teacher"])
-            now = config_record(config_for(model, spec))
+            if row["teacher"] not in today:
+                model, spec, _ = _teacher(row["teacher"])
+                today[row["teacher"]] = config_record(config_for(model, spec))
+            now = today[row["teacher"]]
             differ = sorted(k for k in now.keys() | row["config"].keys() if now.get(k) != row["config"].get(k))
             if differ:
                 raise SystemExit(f"{f}: {row['teacher']} ran other settings than today's defaults: "
                                  + ", ".join(f"{k} {row['config'].get(k)!r} (today {now.get(k)!r})" for k in differ))
+    for f, screen in screens:
+        for row in screen["rows"]:
             seed = row["synth_seed"]
             row = dict(row)
             if seed == 0 and row.get("grid") and Path(row["grid"]).exists():
