@@ -11,7 +11,7 @@ from app import charts, common, live
 from app.jobs import Job
 from dsvlib.export import export_zip, run_meta, synthesis_rows
 from dsvlib.synthesize import (PRESETS, SynthResult, config_for, default_config, defaults_explained, longest_run,
-                               partial_recipe_text, soft_targets, synthesize, trust_strength)
+                               partial_config, partial_recipe_text, soft_targets, synthesize, trust_strength)
 from dsvlib.train import predict
 
 KIND = "synthesize"
@@ -97,6 +97,17 @@ def _steps_text(result: SynthResult, planned: int) -> str:
     return str(result.steps_run) if result.steps_run >= planned else f"{result.steps_run} of {planned}"
 
 
+def _coarse_when(cfg: Any) -> str:
+    """When the second round asks for the coarse view, in words; a partial reading restarts instead
+    where the config has a partial recipe, and the restarted run may have its own cosine line."""
+    reads = f"where the model then reads at least {100 * cfg.coarse_read:.0f} % of its candidates from a coarse copy of each"
+    if cfg.partial_priors:
+        below = partial_config(cfg).coarse_below
+        if below != cfg.coarse_below:
+            return f"Under {below:.2f} in a run that started again (see below), or {reads}"
+    return f"Under {cfg.coarse_below:.1f}, or {reads}"
+
+
 def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
     text = f"{n} candidates x {cfg.steps} steps on {active.device}"
     if n == 0:
@@ -111,8 +122,7 @@ def _estimate_caption(active: common.ActiveModel, n: int, cfg: Any) -> None:
     longer = (f" If the stationarity cosine after {cfg.steps} steps lies between {cfg.extend_from:.1f} and "
               f"{cfg.extend_below:.1f}, the run goes on for {extra} more steps (about "
               f"{cost.estimate(cfg.steps + extra):.0f} s in all): such models gained from them."
-              + (f" Under {cfg.coarse_below:.1f}, or where the model then reads at least {100 * cfg.coarse_read:.0f} % "
-                 "of its candidates from a coarse copy of each, those steps also ask that the class show in that copy, "
+              + (f" {_coarse_when(cfg)}, those steps also ask that the class show in that copy, "
                  "so that fragments and textures only this model reads become shapes a person reads (one more pass "
                  "through the model a step, not in this estimate)."
                  if cfg.coarse > 0 else "")

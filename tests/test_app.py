@@ -166,6 +166,10 @@ def _custom(at: AppTest, classes: list[str], per_class: int, steps: int, model: 
 def test_synthesize_page_run_produces_results_and_a_download() -> None:
     at = _custom(page_app("synthesize").run(), ["3", "7"], 1, 5)
     assert any("2 candidates x 5 steps" in c and "Estimated time: about" in c for c in _texts(at.caption))
+    # the digits partial recipe has its own cosine line for the coarse view: the caption says when it acts
+    estimate = next(c for c in _texts(at.caption) if "Estimated time: about" in c)
+    assert "coarse_below 0.55 instead of 0.6" in estimate and "Under 0.6, or where" not in estimate
+    assert "Under 0.55 in a run that started again (see below), or where the model then reads at least 70 %" in estimate
     # what config_for chose for this model, in words (the shipped model has no BatchNorm)
     assert any(c.startswith("Defaults for this model: grey input") and "no BatchNorm" in c for c in _texts(at.caption))
     at.button(key="synth_run").click().run()

@@ -893,6 +893,25 @@ def test_partial_recipe_may_set_the_coarse_block_the_second_round_a_blur_and_the
     assert longest_run(replace(plain, extend=0.0)) == 10
 
 
+def test_partial_recipe_may_set_the_restarted_runs_own_line_for_the_coarse_view() -> None:
+    model = tiny_model().eval()
+    t = torch.tensor([0, 1, 2] * 2)
+    # every cosine lies in the extension band and under coarse_below: the probe reads "partial"; the
+    # model's reading of coarse copies never turns the view on (coarse_read over 1)
+    cfg = replace(FAST, steps=10, augment=None, extend=1.0, extend_from=-1.0, extend_below=1.01, coarse_below=1.01,
+                  coarse=1.0, coarse_read=1.01, partial_priors=(("coarse_below", 0.0),))
+    off = synthesize(model, t, cfg, seed=3)
+    probe_cos = synthesize(model, t, replace(cfg, coarse_below=0.0, partial_priors=(), extend=0.0), seed=3).trust["best_cosine"]
+    assert probe_cos >= 0.0  # the restarted run's probe reads above its own line: no coarse view
+    assert off.trust["restarted_at"] == 10 and off.trust["coarse_at"] is None and max(off.history["coarse"]) == 0
+    assert torch.equal(off.images, synthesize(model, t, replace(cfg, coarse_below=0.0, partial_priors=()), seed=3).images)
+    # with the line above that cosine the restarted run's second round has the view, as the first run's would
+    on = synthesize(model, t, replace(cfg, partial_priors=(("coarse_below", 1.01),)), seed=3)
+    assert on.trust["coarse_at"] == 20 and max(on.history["coarse"][20:]) > 0 and max(on.history["coarse"][:20]) == 0
+    assert not torch.equal(on.images, off.images)
+    assert partial_recipe_text(cfg) == "coarse_below 0 instead of 1.01"
+
+
 def test_partial_recipe_may_set_the_jitter_views_cutout() -> None:
     model = tiny_model().eval()
     t = torch.tensor([0, 1, 2] * 2)
