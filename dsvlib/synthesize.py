@@ -433,7 +433,7 @@ def trust_strength(cosine: float | None) -> str:
     model (training-data cosine 0.88, DSV runs reach ~0.8) and an Adam model without weight decay
     (training-data cosine 0.04, DSV runs reach ~0.25-0.45, students trained on its DSVs learn
     13 or more points less).  On the zoo of bench/bench_zoo.py a student retrained on the DSVs
-    reached 0.87-0.96 of what 10 real images per class teach on "strong" runs, 0.81-0.85 on the
+    reached 0.87-0.96 of what 10 real images per class teach on "strong" runs, 0.85-0.89 on the
     "partial" ones (a ResNet, a BatchNorm ConvNet trained with Adam; noise seeds 0-2) and 0.64-0.68
     on the digit teachers' "weak" runs (BENCHMARKS.md, zoo tables).
     """
@@ -451,7 +451,7 @@ def trust_reading(cosine: float) -> str:
     if strength == "partial":
         return (f"partial (cos {cosine:.2f}): the DSVs explain part of the weights; trust the class "
                 "features they show, less their fine detail (the models that read partial in our benchmarks, a "
-                "ResNet and a BatchNorm ConvNet trained with Adam, taught a model retrained on their DSVs 0.81-0.85 "
+                "ResNet and a BatchNorm ConvNet trained with Adam, taught a model retrained on their DSVs 0.85-0.89 "
                 "of what 10 real images per class teach).")
     return (f"weak (cos {cosine:.2f}): stationarity barely holds for this model (typical of training "
             "without weight decay or not to convergence, of MLPs, and of augmented candidates); read the "
@@ -1070,8 +1070,8 @@ def _partial_rerun(model: nn.Module, targets: Any, config: SynthConfig, probe: S
     (bench/NOTES.md, item 12): the sparsity prior at 1 trims such a model's candidates to the
     fragments it still reads, and once the probe has shaped them a lighter prior in the second round
     alone did not help; from the start it did.  ``partial_priors`` may also set values other than
-    prior weights (any name in ``_PARTIAL_FIELDS``; ``PARTIAL_DIGITS`` sets ``lr_lambda`` and
-    ``extend``, items 14, 15 and 17)."""
+    prior weights (any name in ``_PARTIAL_FIELDS``; ``PARTIAL_DIGITS`` sets ``lr_lambda``,
+    ``extend`` and the restarted run's ``coarse_below``, items 14, 15, 17 and 24)."""
     offset = probe.steps_run
     rerun_config = partial_config(config)
 
