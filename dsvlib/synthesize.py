@@ -165,7 +165,7 @@ class SynthConfig:
                 raise ValueError(f"partial_priors: {err}") from None
 
 
-# the partial recipe for digits (default_config's docstring; bench/NOTES.md, items 12, 14, 15, 17, 23 and 24)
+# the partial recipe for digits (default_config's docstring; bench/NOTES.md, items 12, 14, 15, 17, 23, 24 and 25)
 PARTIAL_DIGITS: tuple[tuple[str, float], ...] = (("l1", 0.3), ("bn_sample", 1.0), ("lr_lambda", 0.003), ("extend", 2.0),
                                                  ("coarse_below", 0.55), ("reseed", 0.5))
 
@@ -1080,7 +1080,8 @@ def _partial_rerun(model: nn.Module, targets: Any, config: SynthConfig, probe: S
     fragments it still reads, and once the probe has shaped them a lighter prior in the second round
     alone did not help; from the start it did.  ``partial_priors`` may also set values other than
     prior weights (any name in ``_PARTIAL_FIELDS``; ``PARTIAL_DIGITS`` sets ``lr_lambda``,
-    ``extend`` and the restarted run's ``coarse_below``, items 14, 15, 17 and 24)."""
+    ``extend``, the restarted run's ``coarse_below`` and its ``reseed`` window, items 14, 15, 17, 24 and
+    25)."""
     offset = probe.steps_run
     rerun_config = partial_config(config)
 
