@@ -12,7 +12,9 @@ judge (a plain ConvNet trained on the real shapes; the other is the shipped LeNe
 Three teachers are held out (added in session 22, after 21 sessions of tuning on the others): a
 BatchNorm ConvNet trained with Adam, a GroupNorm ConvNet trained with shifts and zooms, and the
 ResNet trained with Adam.  No default was screened on them before they were first measured
-(bench/NOTES.md, item 23); they stand for the models an independent re-measurement brings.
+(bench/NOTES.md, item 23); they stand for the models an independent re-measurement brings.  A
+fourth (session 24, item 26) mixes Adam, a cosine schedule, a little weight decay, shifts and another
+width and depth, and was trained after the partial recipe's last change.
 """
 from __future__ import annotations
 
@@ -60,6 +62,13 @@ TEACHERS: dict[str, Recipe] = {r.name: r for r in (
     Recipe("zoo_resnet_adam", "mnist", "resnet18_small", {"width": 16},
            FitConfig(epochs=4, **(_ADAM | {"schedule": "cosine"})),
            notes="held out: ResNet-18 (width 16, BatchNorm), Adam 1e-3 with a cosine schedule, no weight decay"),
+    # held out (session 24): trained after the partial recipe's last change (item 25), to see where a
+    # model that mixes what users do (Adam, a cosine schedule, a little weight decay, shifts, another
+    # width and depth) lands without any screen on it
+    Recipe("zoo_bn_convnet_adam_aug", "mnist", "convnet", {"width": 48, "depth": 2, "norm": "batch"},
+           FitConfig(epochs=6, optimizer="adam", lr=1e-3, weight_decay=1e-4, schedule="cosine", augment=_SHIFTS),
+           notes="held out: ConvNet (width 48, depth 2, BatchNorm), Adam 1e-3 with a cosine schedule, "
+                 "weight decay 1e-4, random shifts"),
     Recipe("zoo_colour_bn_convnet", "shortcut", "convnet", {"width": 32, "depth": 3, "norm": "batch"},
            FitConfig(epochs=8, **_SGD), notes="colour shapes, ConvNet with BatchNorm, SGD + weight decay 5e-4"),
 )}
