@@ -443,7 +443,7 @@ def trust_strength(cosine: float | None) -> str:
     (training-data cosine 0.04, DSV runs reach ~0.25-0.45, students trained on its DSVs learn
     13 or more points less).  On the zoo of bench/bench_zoo.py a student retrained on the DSVs
     reached 0.87-0.96 of what 10 real images per class teach on "strong" runs, 0.85-0.90 on the
-    "partial" ones (a ResNet, a BatchNorm ConvNet trained with Adam; noise seeds 0-2) and 0.64-0.68
+    "partial" ones (a ResNet, two BatchNorm ConvNets trained with Adam; noise seeds 0-2) and 0.64-0.68
     on the digit teachers' "weak" runs (BENCHMARKS.md, zoo tables).
     """
     if cosine is None or cosine != cosine:
@@ -460,7 +460,7 @@ def trust_reading(cosine: float) -> str:
     if strength == "partial":
         return (f"partial (cos {cosine:.2f}): the DSVs explain part of the weights; trust the class "
                 "features they show, less their fine detail (the models that read partial in our benchmarks, a "
-                "ResNet and a BatchNorm ConvNet trained with Adam, taught a model retrained on their DSVs 0.85-0.90 "
+                "ResNet and two BatchNorm ConvNets trained with Adam, taught a model retrained on their DSVs 0.85-0.90 "
                 "of what 10 real images per class teach).")
     return (f"weak (cos {cosine:.2f}): stationarity barely holds for this model (typical of training "
             "without weight decay or not to convergence, of MLPs, and of augmented candidates); read the "
