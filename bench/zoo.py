@@ -66,7 +66,7 @@ TEACHERS: dict[str, Recipe] = {r.name: r for r in (
     # model that mixes what users do (Adam, a cosine schedule, a little weight decay, shifts, another
     # width and depth) lands without any screen on it
     Recipe("zoo_bn_convnet_adam_aug", "mnist", "convnet", {"width": 48, "depth": 2, "norm": "batch"},
-           FitConfig(epochs=6, optimizer="adam", lr=1e-3, weight_decay=1e-4, schedule="cosine", augment=_SHIFTS),
+           FitConfig(epochs=6, **(_ADAM | {"weight_decay": 1e-4, "schedule": "cosine", "augment": _SHIFTS})),
            notes="held out: ConvNet (width 48, depth 2, BatchNorm), Adam 1e-3 with a cosine schedule, "
                  "weight decay 1e-4, random shifts"),
     Recipe("zoo_colour_bn_convnet", "shortcut", "convnet", {"width": 32, "depth": 3, "norm": "batch"},
